@@ -1,0 +1,1 @@
+"""Export a trained keras-transformer run to SavedModel and ONNX."""
