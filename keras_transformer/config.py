@@ -1,0 +1,187 @@
+"""`TransformerConfig`: every hyperparameter of the model in one frozen record.
+
+The defaults are the paper's base model (Vaswani et al., 2017, Table 3):
+N = 6 layers, d_model = 512, d_ff = 2048, h = 8 heads, P_drop = 0.1,
+eps_ls = 0.1, 4000 warm-up steps, a shared 37,000-token vocabulary with the
+embeddings tied to the pre-softmax projection (section 3.4).
+"""
+
+import dataclasses
+import json
+from typing import Any
+
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters of an encoder-decoder Transformer.
+
+    A config never changes after creation; derive a new one with
+    `dataclasses.replace(config, field=value)`. Every field is validated in
+    `__post_init__`.
+
+    Args:
+        source_vocab_size: int, size of the source vocabulary (pad id 0).
+        target_vocab_size: int, size of the target vocabulary (pad id 0).
+        num_layers: int, N, the number of encoder layers and of decoder
+            layers. Defaults to 6.
+        d_model: int, width of every sub-layer output. Defaults to 512.
+        num_heads: int, h, attention heads; must divide `d_model`.
+        d_ff: int, inner width of the feed-forward network. Defaults to 2048.
+        dropout_rate: float, P_drop, applied to each sub-layer output and to
+            the sums of embeddings and positional encodings. Defaults to 0.1.
+        attention_dropout_rate: float, dropout on attention weights. The
+            paper uses none; defaults to 0.0.
+        label_smoothing: float, eps_ls of section 5.4. Defaults to 0.1.
+        warmup_steps: int, warm-up of the learning-rate schedule (eq. 3).
+        max_length: int, the longest sequence (source or target, special
+            tokens included) the positional encoding covers. Defaults to 256.
+        share_embeddings: bool, one embedding matrix for source and target
+            (section 3.4); needs equal vocabulary sizes. Defaults to True.
+        tie_output_projection: bool, use the target embedding matrix as the
+            pre-softmax projection (section 3.4). Defaults to True.
+        norm_first: bool, pre-norm residual blocks instead of the paper's
+            post-norm `LayerNorm(x + Sublayer(x))`. Defaults to False.
+        activation: str, "relu" (the paper) or "gelu" in the feed-forward
+            network.
+        layer_norm_epsilon: float, epsilon of every LayerNorm.
+    """
+
+    source_vocab_size: int = 37000
+    target_vocab_size: int = 37000
+    num_layers: int = 6
+    d_model: int = 512
+    num_heads: int = 8
+    d_ff: int = 2048
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    label_smoothing: float = 0.1
+    warmup_steps: int = 4000
+    max_length: int = 256
+    share_embeddings: bool = True
+    tie_output_projection: bool = True
+    norm_first: bool = False
+    activation: str = "relu"
+    layer_norm_epsilon: float = 1e-6
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            expected = {"int": int, "float": float, "bool": bool,
+                        "str": str}[field.type.__name__]
+            if expected is float and isinstance(value, int) and not (
+                isinstance(value, bool)
+            ):
+                object.__setattr__(self, field.name, float(value))
+                continue
+            if not isinstance(value, expected) or (
+                expected is int and isinstance(value, bool)
+            ):
+                raise TypeError(
+                    f"`{field.name}` must be of type {expected.__name__}. "
+                    f"Received: {field.name}={value!r}"
+                )
+        for name in ("source_vocab_size", "target_vocab_size", "num_layers",
+                     "d_model", "num_heads", "d_ff", "warmup_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. "
+                    f"Received: {name}={getattr(self, name)}"
+                )
+        if self.source_vocab_size < 5 or self.target_vocab_size < 5:
+            raise ValueError(
+                "`source_vocab_size` and `target_vocab_size` must hold at "
+                "least the 4 reserved tokens and one more. Received: "
+                f"source_vocab_size={self.source_vocab_size}, "
+                f"target_vocab_size={self.target_vocab_size}"
+            )
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                "`d_model` must be divisible by `num_heads`. Received: "
+                f"d_model={self.d_model}, num_heads={self.num_heads}"
+            )
+        for name in ("dropout_rate", "attention_dropout_rate",
+                     "label_smoothing"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(
+                    f"`{name}` must be in [0, 1). Received: {name}={value}"
+                )
+        if self.max_length < 2:
+            raise ValueError(
+                "`max_length` must be at least 2. "
+                f"Received: max_length={self.max_length}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"`activation` must be one of {ACTIVATIONS}. "
+                f"Received: activation={self.activation!r}"
+            )
+        if self.layer_norm_epsilon <= 0:
+            raise ValueError(
+                "`layer_norm_epsilon` must be positive. "
+                f"Received: layer_norm_epsilon={self.layer_norm_epsilon}"
+            )
+        if self.share_embeddings and (
+            self.source_vocab_size != self.target_vocab_size
+        ):
+            raise ValueError(
+                "`share_embeddings=True` needs one joint vocabulary: "
+                "`source_vocab_size` must equal `target_vocab_size`. "
+                f"Received: source_vocab_size={self.source_vocab_size}, "
+                f"target_vocab_size={self.target_vocab_size}"
+            )
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "TransformerConfig":
+        """Returns the preset `name`, with `overrides` replacing fields."""
+        if name not in PRESETS:
+            raise ValueError(
+                f"Unknown `name` for a preset; known presets: "
+                f"{sorted(PRESETS)}. Received: name={name!r}"
+            )
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the fields as a JSON-serializable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TransformerConfig":
+        """Builds a config from `to_dict()` output; unknown keys are errors."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown config fields {unknown}; known fields: "
+                f"{sorted(known)}. Received: values={values!r}"
+            )
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TransformerConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# "base" and "big" are the rows of the paper's Table 3; "tiny" and "small"
+# train in seconds to minutes on a laptop CPU.
+PRESETS: dict[str, TransformerConfig] = {
+    "tiny": TransformerConfig(
+        source_vocab_size=8000, target_vocab_size=8000, num_layers=2,
+        d_model=64, num_heads=4, d_ff=256, warmup_steps=400,
+        max_length=128, share_embeddings=False,
+    ),
+    "small": TransformerConfig(
+        source_vocab_size=8000, target_vocab_size=8000, num_layers=3,
+        d_model=256, num_heads=4, d_ff=1024, warmup_steps=1000,
+        max_length=256, share_embeddings=False,
+    ),
+    "base": TransformerConfig(),
+    "big": TransformerConfig(
+        d_model=1024, num_heads=16, d_ff=4096, dropout_rate=0.3,
+    ),
+}

@@ -1,0 +1,223 @@
+"""Scaled dot-product attention and multi-head attention (paper section 3.2).
+
+Heads sit on axis 2, as in `keras.layers.MultiHeadAttention`: projected
+queries are (B, T, H, K), keys and values (B, S, H, K). Masks are boolean,
+True meaning "may attend"; a (B, T, S) or (T, S) mask is broadcast over the
+heads.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_transformer.layers._checks import check_positive_int, check_rate
+from keras_transformer.masks import cast_mask, causal_mask, combine_masks
+
+# Masked scores take the float32 minimum: softmax then gives them weight 0
+# exactly, and a fully masked row stays finite (uniform) instead of NaN.
+_FLOAT32_MIN = float(np.finfo(np.float32).min)
+
+
+def scaled_dot_product_attention(query, key, value, attention_mask=None,
+                                 dropout=None, training=None):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V (paper eq. 1).
+
+    The softmax runs in float32 whatever the compute dtype, and masked
+    scores are replaced by the float32 minimum (never a -1e9 constant), so
+    float16 and bfloat16 inputs neither overflow nor give weight to masked
+    keys.
+
+    Args:
+        query: tensor (B, T, H, K).
+        key: tensor (B, S, H, K).
+        value: tensor (B, S, H, K).
+        attention_mask: optional bool tensor (B, T, S) or (T, S); True where
+            a query may attend to a key.
+        dropout: optional callable applied to the attention weights.
+        training: bool, passed to `dropout`.
+
+    Returns:
+        `(outputs, weights)`: outputs (B, T, H, K) in the query's dtype and
+        attention weights (B, H, T, S).
+
+    Example:
+    >>> q = keras.random.normal((2, 3, 4, 8))
+    >>> out, w = scaled_dot_product_attention(q, q, q)
+    >>> tuple(out.shape), tuple(w.shape)
+    ((2, 3, 4, 8), (2, 4, 3, 3))
+    """
+    # Scaling the queries before the product keeps float16 scores small.
+    query = ops.multiply(query, ops.cast(
+        1.0 / math.sqrt(query.shape[-1]), query.dtype))
+    scores = ops.einsum("bthk,bshk->bhts", query, key)  # (B, H, T, S)
+    scores = ops.cast(scores, "float32")
+    if attention_mask is not None:
+        mask = cast_mask(attention_mask)
+        while len(mask.shape) < 4:
+            mask = ops.expand_dims(mask, -3)  # broadcast over H (and B)
+        scores = ops.where(mask, scores, _FLOAT32_MIN)
+    weights = ops.softmax(scores, axis=-1)
+    weights = ops.cast(weights, value.dtype)
+    if dropout is not None:
+        weights = dropout(weights, training=training)
+    outputs = ops.einsum("bhts,bshk->bthk", weights, value)  # (B, T, H, K)
+    return outputs, weights
+
+
+@keras.saving.register_keras_serializable(package="keras_transformer")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention: h scaled dot-product heads in parallel (§3.2.2).
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O with
+    head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V). The projections are
+    einsum kernels shaped as in `keras.layers.MultiHeadAttention`
+    (query/key/value (D, H, K), output (H, K, D)), so weights copy across.
+
+    Masks are explicit: this layer ignores Keras implicit masks
+    (`supports_masking` is False) and takes a boolean `attention_mask`.
+
+    Args:
+        num_heads: int, h.
+        key_dim: int, d_k = d_v, the size of each head.
+        dropout_rate: float, dropout on the attention weights. The paper
+            uses none. Defaults to 0.0.
+        use_bias: bool, whether the projections have biases.
+        kernel_initializer: initializer of the projection kernels.
+        bias_initializer: initializer of the biases.
+
+    Call arguments:
+        query: (B, T, D). value: (B, S, D). key: (B, S, D), defaults to
+        `value`. attention_mask: bool (B, T, S) or (T, S).
+        use_causal_mask: bool, also forbid attending to later positions.
+        return_attention_scores: bool, also return weights (B, H, T, S).
+        training: bool.
+
+    Returns:
+        (B, T, D), or `(outputs, weights)` with `return_attention_scores`.
+
+    Example:
+    >>> layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> x = keras.random.normal((1, 5, 8))
+    >>> tuple(layer(x, x, use_causal_mask=True).shape)
+    (1, 5, 8)
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017, section 3.2.
+    """
+
+    def __init__(self, num_heads, key_dim, dropout_rate=0.0, use_bias=True,
+                 kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
+        check_rate("dropout_rate", dropout_rate)
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.dropout_rate = dropout_rate
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = False
+
+    def _dense(self, equation, output_shape, bias_axes, name):
+        return keras.layers.EinsumDense(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=self.kernel_initializer.__class__.from_config(
+                self.kernel_initializer.get_config()),
+            bias_initializer=self.bias_initializer.__class__.from_config(
+                self.bias_initializer.get_config()),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        heads = (None, self.num_heads, self.key_dim)
+        self.query_dense = self._dense("btd,dhk->bthk", heads, "hk", "query")
+        self.key_dense = self._dense("bsd,dhk->bshk", heads, "hk", "key")
+        self.value_dense = self._dense("bsd,dhk->bshk", heads, "hk", "value")
+        self.output_dense = self._dense(
+            "bthk,hkd->btd", (None, query_shape[-1]), "d", "attention_output")
+        self.query_dense.build(query_shape)
+        self.key_dense.build(key_shape)
+        self.value_dense.build(value_shape)
+        self.output_dense.build(
+            (query_shape[0], query_shape[1], self.num_heads, self.key_dim))
+        self.dropout = keras.layers.Dropout(
+            self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.built = True
+
+    def call(self, query, value, key=None, attention_mask=None,
+             use_causal_mask=False, return_attention_scores=False,
+             training=None):
+        key_heads, value_heads = self.compute_key_value(value, key)
+        if use_causal_mask:
+            causal = causal_mask(ops.shape(query)[1], ops.shape(value)[1])
+            attention_mask = combine_masks(attention_mask, causal)
+        return self.attend(query, key_heads, value_heads, attention_mask,
+                           return_attention_scores, training)
+
+    def compute_key_value(self, value, key=None):
+        """Projects keys and values once: each (B, S, H, K)."""
+        key = value if key is None else key
+        return self.key_dense(key), self.value_dense(value)
+
+    def attend(self, query, key_heads, value_heads, attention_mask=None,
+               return_attention_scores=False, training=None):
+        """Attends query (B, T, D) to projected keys/values (B, S, H, K)."""
+        query_heads = self.query_dense(query)  # (B, T, H, K)
+        outputs, weights = scaled_dot_product_attention(
+            query_heads, key_heads, value_heads, attention_mask,
+            dropout=self.dropout, training=training)
+        outputs = self.output_dense(outputs)  # (B, T, D)
+        if return_attention_scores:
+            return outputs, weights
+        return outputs
+
+    def decode_step(self, query, key_cache, value_cache, index):
+        """Self-attention for one new position with a fixed-size cache.
+
+        Writes this step's key and value at `index` of the caches (no
+        concatenation: the caches keep their shape, so the step compiles
+        once) and attends to positions 0..index.
+
+        Args:
+            query: (B, 1, D), the input at position `index`.
+            key_cache: (B, L, H, K). value_cache: (B, L, H, K).
+            index: int32 scalar, the position being decoded.
+
+        Returns:
+            `(outputs (B, 1, D), key_cache, value_cache)`.
+        """
+        positions = ops.arange(ops.shape(key_cache)[1], dtype="int32")
+        write = ops.reshape(ops.equal(positions, index), (1, -1, 1, 1))
+        key_cache = ops.where(write, self.key_dense(query), key_cache)
+        value_cache = ops.where(write, self.value_dense(query), value_cache)
+        visible = ops.reshape(ops.less_equal(positions, index), (1, 1, -1))
+        outputs = self.attend(query, key_cache, value_cache, visible)
+        return outputs, key_cache, value_cache
+
+    def compute_output_shape(self, query_shape, value_shape=None,
+                             key_shape=None):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "dropout_rate": self.dropout_rate,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer),
+        })
+        return config
+
