@@ -1,0 +1,135 @@
+"""Generic tests run on every public layer (STYLE.md section 8)."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transformer import layers
+
+B, S, T, D = 2, 5, 4, 8
+
+# Each case: class, non-default init arguments, inputs (positional), call
+# kwargs, expected output shape, expected number of trainable weights.
+CASES = {
+    "attention": (
+        layers.MultiHeadAttention,
+        dict(num_heads=2, key_dim=3, dropout_rate=0.1, use_bias=False,
+             kernel_initializer="he_normal"),
+        lambda r: [r.normal(size=(B, T, D)), r.normal(size=(B, S, D))],
+        {}, (B, T, D), 4),
+    "positional": (
+        layers.SinusoidalPositionalEncoding,
+        dict(max_length=11),
+        lambda r: [r.normal(size=(B, T, D))], {}, (B, T, D), 0),
+    "embedding": (
+        layers.TokenEmbedding,
+        dict(vocabulary_size=13, d_model=D, scale=False, mask_zero=True),
+        lambda r: [r.integers(0, 13, size=(B, T)).astype("int32")],
+        {}, (B, T, D), 1),
+    "feed_forward": (
+        layers.PositionwiseFeedForward,
+        dict(d_ff=6, activation="gelu", dropout_rate=0.2),
+        lambda r: [r.normal(size=(B, T, D))], {}, (B, T, D), 4),
+    "residual": (
+        layers.ResidualNorm,
+        dict(dropout_rate=0.3, epsilon=1e-5),
+        lambda r: [r.normal(size=(B, T, D)), r.normal(size=(B, T, D))],
+        {}, (B, T, D), 2),
+    "encoder_layer": (
+        layers.EncoderLayer,
+        dict(num_heads=2, d_ff=6, dropout_rate=0.2,
+             attention_dropout_rate=0.1, activation="gelu", norm_first=True,
+             layer_norm_epsilon=1e-5),
+        lambda r: [r.normal(size=(B, S, D))], {}, (B, S, D), 16),
+    "encoder": (
+        layers.Encoder,
+        dict(num_layers=2, num_heads=4, d_ff=6, dropout_rate=0.2,
+             norm_first=True),
+        lambda r: [r.normal(size=(B, S, D))], {}, (B, S, D), 34),
+    "decoder_layer": (
+        layers.DecoderLayer,
+        dict(num_heads=2, d_ff=6, dropout_rate=0.0, activation="gelu"),
+        lambda r: [r.normal(size=(B, T, D)), r.normal(size=(B, S, D))],
+        {}, (B, T, D), 26),
+    "decoder": (
+        layers.Decoder,
+        dict(num_layers=3, num_heads=2, d_ff=6, layer_norm_epsilon=1e-4),
+        lambda r: [r.normal(size=(B, T, D)), r.normal(size=(B, S, D))],
+        {}, (B, T, D), 78),
+}
+
+BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+
+
+def _cast(inputs):
+    return [x if x.dtype.kind == "i" else x.astype("float32") for x in inputs]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_layer(case, rng):
+    cls, init_kwargs, make_inputs, call_kwargs, out_shape, num_weights = (
+        CASES[case])
+    inputs = _cast(make_inputs(rng))
+
+    # Build: every weight exists before the first call.
+    layer = cls(**init_kwargs)
+    layer.build(*[x.shape for x in inputs])
+    assert len(layer.trainable_weights) == num_weights
+    assert len(layer.non_trainable_weights) == 0
+
+    # Symbolic call.
+    symbolic = [keras.Input(x.shape[1:], dtype=x.dtype) for x in inputs]
+    output = cls(**init_kwargs)(*symbolic, **call_kwargs)
+    assert tuple(output.shape) == (None, *out_shape[1:])
+    assert output.dtype == "float32"
+
+    # Eager call.
+    eager = layer(*inputs, **call_kwargs)
+    assert tuple(eager.shape) == out_shape
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(eager)))
+
+    # Config and serialization round trips.
+    config = layer.get_config()
+    assert cls.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer))
+    assert type(restored) is cls and restored.get_config() == config
+
+    # One fit step changes the weights and gives a finite loss.
+    model = keras.Model(symbolic, output)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    history = model.fit(inputs, rng.normal(size=out_shape), batch_size=B,
+                        epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert len(after) == num_weights
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_layer_mixed_float16(case, rng):
+    cls, init_kwargs, make_inputs, call_kwargs, out_shape, _ = CASES[case]
+    keras.config.set_dtype_policy("mixed_float16")
+    layer = cls(**init_kwargs)
+    output = layer(*_cast(make_inputs(rng)), **call_kwargs)
+    assert output.dtype == "float16"
+    assert tuple(output.shape) == out_shape
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(output)))
+    assert all(w.dtype == "float32" for w in layer.weights)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_signature_matches_config(case):
+    cls, init_kwargs = CASES[case][:2]
+    parameters = {
+        name for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind is not p.VAR_KEYWORD}
+    config = cls(**init_kwargs).get_config()
+    assert set(config) - BASE_CONFIG_KEYS == parameters
+    for name, value in init_kwargs.items():
+        if isinstance(value, str) and name.endswith("initializer"):
+            continue
+        assert config[name] == value, name
