@@ -1,1 +1,60 @@
-"""Export a trained keras-transformer run to SavedModel and ONNX."""
+"""Export a trained keras-transformer run to SavedModel and ONNX.
+
+`export_run(run_dir, out_dir, "all")` writes
+
+    out_dir/saved_model/1/   a SavedModel (the version folder TensorFlow
+                             Serving expects), verified in a fresh process
+    out_dir/onnx/            the ONNX search graphs and vocabularies,
+                             verified with onnxruntime against the Translator
+
+and returns the verification reports. Nothing is reported as exported
+unless its verification passed.
+"""
+
+import os
+
+FORMATS = ("saved_model", "onnx", "all")
+SAMPLES_FILE = "samples.txt"
+
+
+def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
+    """The held-out source sentences saved with the run (samples.txt)."""
+    path = os.path.join(run_dir, SAMPLES_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"`run_dir` has no {SAMPLES_FILE} to verify exports with. "
+            f"Received: run_dir={run_dir!r}")
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f][:limit]
+
+
+def export_run(run_dir: str, out_dir: str, format: str = "all",
+               texts: list[str] | None = None) -> dict:
+    """Exports and verifies a run; returns {"saved_model": ..., "onnx": ...}.
+
+    Args:
+        run_dir: a trained run directory.
+        out_dir: where to write.
+        format: "saved_model", "onnx" or "all".
+        texts: source sentences to verify with; defaults to the run's
+            samples.txt (held-out sentences, >= 50 when available).
+    """
+    if format not in FORMATS:
+        raise ValueError(
+            f"`format` must be one of {FORMATS}. Received: format={format!r}")
+    from keras_transformer.runs import load_translator
+
+    translator = load_translator(run_dir)
+    texts = list(texts) if texts is not None else verification_texts(run_dir)
+    report = {}
+    if format in ("saved_model", "all"):
+        from export.saved_model import export_saved_model, verify_saved_model
+        path = export_saved_model(
+            translator, os.path.join(out_dir, "saved_model", "1"))
+        report["saved_model"] = dict(
+            path=path, **verify_saved_model(path, translator, texts))
+    if format in ("onnx", "all"):
+        from export.onnx import export_onnx
+        report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
+                                     texts=texts)
+    return report

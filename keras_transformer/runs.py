@@ -1,0 +1,254 @@
+"""Run directories: train one from a corpus, load it back, evaluate it.
+
+A run directory (DESIGN.md) holds everything needed to use a model again:
+
+    config.json                       the TransformerConfig
+    tokenizer.json                    tokenizer options and vocabulary files
+    source_vocab.txt, target_vocab.txt
+    model.keras                       final (checkpoint-averaged) model
+    checkpoints/ logs/ history.json   written by `training.train`
+    metrics.json                      data statistics and evaluations
+
+The CLI's `train`, `translate` and `evaluate` commands are `train_run`,
+`load_translator` and `evaluate_run`.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+import keras
+
+from keras_transformer.config import TransformerConfig
+from keras_transformer.data import encode_pairs, load_corpus, make_dataset
+from keras_transformer.evaluation import evaluate_translations
+from keras_transformer.text import SubwordTokenizer
+from keras_transformer.training import train
+from keras_transformer.training.trainer import check_run_config
+from keras_transformer.translator import Translator
+
+TOKENIZER_FILE = "tokenizer.json"
+SOURCE_VOCAB = "source_vocab.txt"
+TARGET_VOCAB = "target_vocab.txt"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What `train_run` did: the run, its config and data statistics."""
+
+    run_dir: str
+    config: TransformerConfig
+    history: dict
+    data: dict
+
+
+def _tokenizers(run_dir, corpus, vocab_size, joint_vocabulary, lower_case):
+    """Learns the vocabularies once; a resumed run reads them back."""
+    path = os.path.join(run_dir, TOKENIZER_FILE)
+    if os.path.exists(path):
+        return load_tokenizers(run_dir)
+    options = {"lower_case": lower_case}
+    if joint_vocabulary:
+        source = target = SubwordTokenizer.from_corpus(
+            corpus.sources + corpus.targets, vocab_size, **options)
+    else:
+        source = SubwordTokenizer.from_corpus(corpus.sources, vocab_size,
+                                              **options)
+        target = SubwordTokenizer.from_corpus(corpus.targets, vocab_size,
+                                              **options)
+    os.makedirs(run_dir, exist_ok=True)
+    source.save_vocabulary(os.path.join(run_dir, SOURCE_VOCAB))
+    target.save_vocabulary(os.path.join(run_dir, TARGET_VOCAB))
+    _write_json(path, {"source": source.config, "target": target.config,
+                       "source_vocabulary": SOURCE_VOCAB,
+                       "target_vocabulary": TARGET_VOCAB,
+                       "joint": joint_vocabulary})
+    return source, target
+
+
+def load_tokenizers(run_dir: str):
+    """Returns the (source, target) tokenizers saved in `run_dir`."""
+    info = _read_json(os.path.join(run_dir, TOKENIZER_FILE), run_dir)
+    return (SubwordTokenizer.from_vocabulary_file(
+                os.path.join(run_dir, info["source_vocabulary"]),
+                **info["source"]),
+            SubwordTokenizer.from_vocabulary_file(
+                os.path.join(run_dir, info["target_vocabulary"]),
+                **info["target"]))
+
+
+def make_config(preset: str, source_tokenizer, target_tokenizer,
+                joint_vocabulary: bool, **overrides) -> TransformerConfig:
+    """The preset with the vocabulary sizes of the tokenizers."""
+    base = TransformerConfig.from_preset(preset)
+    share = joint_vocabulary and base.share_embeddings
+    return dataclasses.replace(
+        base, source_vocab_size=source_tokenizer.vocab_size,
+        target_vocab_size=target_tokenizer.vocab_size,
+        share_embeddings=share, **overrides)
+
+
+def train_run(data: str, run_dir: str, *, preset: str = "small",
+              valid_data: str | None = None, epochs: int = 10,
+              steps_per_epoch: int | None = None, batch_tokens: int = 4096,
+              vocab_size: int = 8000, joint_vocabulary: bool = False,
+              lower_case: bool = False, length_policy: str = "drop",
+              average_last: int | None = 5, strategy=None, seed: int = 0,
+              verbose: int | str = "auto",
+              **config_overrides) -> TrainResult:
+    """Trains a translator from a corpus specification into `run_dir`.
+
+    Args:
+        data: corpus specification of `data.load_corpus` ("bundled",
+            "bundled:fr", "tfds:NAME", a TSV path, "SRC,TGT" paths).
+        run_dir: the run directory; the same call again resumes it.
+        preset: "tiny", "small", "base" or "big".
+        valid_data: validation corpus; defaults to the "validation" split
+            of bundled/TFDS data and to none for files.
+        epochs, steps_per_epoch, average_last, strategy: as in
+            `training.train`.
+        batch_tokens: token budget per batch (the paper: ~25,000).
+        vocab_size: the largest vocabulary to learn (per side, or joint).
+        joint_vocabulary: one vocabulary for both sides (the paper's
+            shared source-target BPE); the preset's `share_embeddings` then
+            applies.
+        lower_case: lower-case text before tokenizing.
+        length_policy: "drop" or "truncate" pairs over `max_length`.
+        seed: shuffling seed.
+        verbose: Keras progress-bar mode.
+        **config_overrides: TransformerConfig fields to override.
+
+    Returns:
+        A `TrainResult`.
+    """
+    corpus = load_corpus(data, split="train")
+    if valid_data is None and (data.startswith("bundled")
+                               or data.startswith("tfds:")):
+        valid_data = data
+    valid = (load_corpus(valid_data, split="validation")
+             if valid_data else None)
+    source_tokenizer, target_tokenizer = _tokenizers(
+        run_dir, corpus, vocab_size, joint_vocabulary, lower_case)
+    config = make_config(preset, source_tokenizer, target_tokenizer,
+                         joint_vocabulary, **config_overrides)
+    check_run_config(run_dir, config)
+
+    encoded = encode_pairs(corpus, source_tokenizer, target_tokenizer,
+                           max_length=config.max_length,
+                           length_policy=length_policy)
+    train_ds = make_dataset(encoded, batch_tokens=batch_tokens, seed=seed,
+                            repeat=steps_per_epoch is not None)
+    valid_ds, valid_encoded = None, None
+    if valid is not None:
+        valid_encoded = encode_pairs(valid, source_tokenizer,
+                                     target_tokenizer,
+                                     max_length=config.max_length,
+                                     length_policy=length_policy)
+        valid_ds = make_dataset(valid_encoded, batch_tokens=batch_tokens,
+                                shuffle=False)
+    data_report = {
+        "corpus": corpus.name or data, "read": corpus.stats.summary(),
+        "length": encoded.stats.summary(),
+        "source_vocab_size": source_tokenizer.vocab_size,
+        "target_vocab_size": target_tokenizer.vocab_size}
+    if valid_encoded is not None:
+        data_report["validation"] = valid_encoded.stats.summary()
+    _update_metrics(run_dir, {"data": data_report})
+    _write_samples(run_dir, (valid or corpus).sources)
+    logger.info("data: %s", data_report)
+
+    _, history = train(config, train_ds, valid_ds, run_dir, epochs=epochs,
+                       steps_per_epoch=steps_per_epoch,
+                       average_last=average_last, strategy=strategy,
+                       verbose=verbose)
+    return TrainResult(run_dir, config, history, data_report)
+
+
+def load_translator(run_dir: str, beam_size: int = 4,
+                    length_penalty: float = 0.6,
+                    extra_length: int = 50) -> Translator:
+    """The Translator of a trained run directory."""
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"`run_dir` holds no trained model ({MODEL_FILE} is missing; "
+            f"did training finish?). Received: run_dir={run_dir!r}")
+    source, target = load_tokenizers(run_dir)
+    model = keras.models.load_model(path, safe_mode=True)
+    return Translator(model, source, target, beam_size=beam_size,
+                      length_penalty=length_penalty,
+                      extra_length=extra_length)
+
+
+def evaluate_run(run_dir: str, data: str, *, split: str = "test",
+                 beam_size: int | None = None, batch_size: int = 64,
+                 translator: Translator | None = None) -> dict:
+    """Translates a held-out corpus; BLEU, chrF and exact match.
+
+    The result is also stored under "evaluation" in `metrics.json`.
+    `beam_size=1` is greedy search.
+    """
+    translator = translator or load_translator(run_dir)
+    corpus = load_corpus(data, split=split)
+    hypotheses = translate_all(translator, corpus.sources, beam_size,
+                               batch_size)
+    metrics = evaluate_translations(hypotheses, corpus.targets)
+    metrics.update({"data": data, "split": split, "sentences": len(corpus),
+                    "beam_size": beam_size or translator.beam_size})
+    _update_metrics(run_dir, {"evaluation": metrics})
+    metrics["examples"] = list(zip(corpus.sources[:5], hypotheses[:5],
+                                   corpus.targets[:5]))
+    return metrics
+
+
+def translate_all(translator, texts, beam_size=None, batch_size=64,
+                  progress=None) -> list[str]:
+    """Translates texts in batches (sorted by length to pad less)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    results = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        pairs = translator([texts[i] for i in rows], beam_size=beam_size)
+        for row, (translation, _) in zip(rows, pairs):
+            results[row] = translation
+        if progress is not None:
+            progress(len(rows))
+    return results
+
+
+def _write_samples(run_dir, sources, count=64):
+    """Keeps a few held-out sources to verify exports with (samples.txt)."""
+    path = os.path.join(run_dir, "samples.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(" ".join(s.split()) + "\n" for s in sources[:count])
+
+
+def _update_metrics(run_dir, values):
+    path = os.path.join(run_dir, METRICS_FILE)
+    metrics = _read_json(path, run_dir) if os.path.exists(path) else {}
+    metrics.update(values)
+    _write_json(path, metrics)
+
+
+def _read_json(path, run_dir):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"`run_dir` is not a trained run directory: "
+            f"{os.path.basename(path)} is missing. Received: "
+            f"run_dir={run_dir!r}")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_json(path, value):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
