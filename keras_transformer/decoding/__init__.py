@@ -1,0 +1,45 @@
+"""Greedy and beam search over a step function, independent of the model.
+
+The model is seen only through a step function
+`step_fn(ids, index, cache) -> (logits, cache)`: `ids` int32 [B] are the
+tokens at position `index` (an int32 scalar tensor; step 0 feeds the start
+token at index 0), `logits` are [B, V], and `cache` is a nested structure
+of tensors that all have the batch as their leading dimension and keep
+their shapes from step to step.
+
+Both searches are a single `tf.while_loop` over fixed-shape buffers, so
+they run eagerly, in `tf.function` (with `jit_compile=True` when
+`max_length` is a python int) and convert to ONNX with tf2onnx.
+
+Shapes: B batch, K beam size, L maximum output length, V vocabulary.
+"""
+
+from keras_transformer.decoding._common import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_EXTRA_LENGTH,
+    DEFAULT_LENGTH_PENALTY,
+    END_ID,
+    LENGTH_PENALTY_DIVISOR,
+    LENGTH_PENALTY_OFFSET,
+    PAD_ID,
+    START_ID,
+    gnmt_length_penalty,
+    max_output_length,
+)
+from keras_transformer.decoding.beam import beam_search
+from keras_transformer.decoding.greedy import greedy_search
+
+__all__ = [
+    "DEFAULT_BEAM_SIZE",
+    "DEFAULT_EXTRA_LENGTH",
+    "DEFAULT_LENGTH_PENALTY",
+    "END_ID",
+    "LENGTH_PENALTY_DIVISOR",
+    "LENGTH_PENALTY_OFFSET",
+    "PAD_ID",
+    "START_ID",
+    "beam_search",
+    "gnmt_length_penalty",
+    "greedy_search",
+    "max_output_length",
+]

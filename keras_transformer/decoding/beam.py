@@ -1,0 +1,238 @@
+"""Beam search with the GNMT length penalty, as used by the paper."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from keras_transformer.decoding import _common
+from keras_transformer.decoding._common import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_LENGTH_PENALTY,
+    END_ID,
+    NEG_INF,
+    PAD_ID,
+    StepFn,
+)
+
+
+def beam_search(
+    step_fn: StepFn,
+    initial_ids: Any,
+    initial_cache: Any,
+    max_length: int | tf.Tensor,
+    beam_size: int = DEFAULT_BEAM_SIZE,
+    length_penalty: float = DEFAULT_LENGTH_PENALTY,
+    end_id: int = END_ID,
+    pad_id: int = PAD_ID,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes a batch with beam search and returns the n-best lists.
+
+    Section 6.1 of the paper: "beam search with a beam size of 4 and length
+    penalty alpha = 0.6", the penalty of Wu et al. (2016): a finished
+    hypothesis Y scores log P(Y) / lp(|Y|) with
+    lp(|Y|) = ((5 + |Y|) / 6) ** alpha, |Y| counting `end_id`.
+
+    Every step extends the K alive hypotheses by every token and keeps the
+    2K best extensions by log-probability. Those of the K best that end
+    with `end_id` join the finished set (the K best finished, by score);
+    the K best that do not end stay alive, so the beam never shrinks. With
+    `beam_size=1` and `length_penalty=0` this is exactly greedy search.
+    Search stops after `max_length` steps, or earlier once, in every row,
+    K hypotheses have finished and none alive can beat the worst of them
+    even with the largest length penalty, lp(max_length) ("terminate early
+    when possible").
+
+    The cache is tiled to B * K rows once and reordered with `tf.gather`
+    by the parents of the surviving hypotheses at every step. At the start
+    only beam 0 is alive (the others start at log-probability -inf), so the
+    first step does not return K copies of one hypothesis.
+
+    Args:
+        step_fn: callable `step_fn(ids, index, cache) -> (logits, cache)`,
+            as in `greedy_search`; here it sees B * K rows, each batch row's
+            K hypotheses next to each other.
+        initial_ids: int tensor [B], the first input tokens (usually
+            `START_ID`).
+        initial_cache: nested structure of tensors [B, ...] for the first
+            step, or None for a model without a cache.
+        max_length: int or int32 scalar tensor, the maximum number of
+            generated tokens L (see `max_output_length`).
+        beam_size: int, the number of hypotheses K kept per row. Defaults
+            to 4, as in the paper.
+        length_penalty: float, the GNMT exponent alpha >= 0; 0 ranks by
+            plain log-probability. Defaults to 0.6, as in the paper.
+        end_id: int, the token that ends a sequence. Defaults to `END_ID`.
+        pad_id: int, the token written after the end. Defaults to `PAD_ID`.
+
+    Returns:
+        A pair `(ids, scores)`: `ids` int32 [B, K, L], each row's
+        hypotheses best first, without the start token, with `end_id` and
+        `pad_id` after it; `scores` float32 [B, K], log-probability divided
+        by lp(length). Finished hypotheses come first; when fewer than K
+        finished within `max_length` steps, the best unfinished ones (of
+        length L) fill the list. A slot with no hypothesis at all (a tiny
+        vocabulary) has score -inf and only `pad_id`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> logits = tf.math.log([[0.1, 0.1, 0.1, 0.3, 0.4]])
+    >>> def step_fn(ids, index, cache):
+    ...     return tf.tile(logits, [tf.shape(ids)[0], 1]), cache
+    >>> ids, scores = beam_search(step_fn, [2], {}, max_length=3,
+    ...                           beam_size=2)
+    >>> ids.numpy().tolist()
+    [[[3, 0, 0], [4, 3, 0]]]
+
+    References:
+        Vaswani et al., 2017, "Attention Is All You Need", Section 6.1.
+        Wu et al., 2016, "Google's Neural Machine Translation System",
+        Section 7.
+    """
+    _common.check_step_fn(step_fn)
+    initial_ids = _common.check_initial_ids(initial_ids)
+    max_length = _common.check_max_length(max_length)
+    beam_size = _common.check_int("beam_size", beam_size, 1)
+    alpha = _common.check_length_penalty(length_penalty)
+    end_id, pad_id = _common.check_token_ids(end_id, pad_id)
+    initial_cache = _common.check_cache(initial_cache, initial_ids)
+    batch_size = tf.shape(initial_ids)[0]
+    k = beam_size
+    max_penalty = _common.gnmt_length_penalty(max_length, alpha)
+
+    def cond(index, ids, cache, alive_seq, alive_log_probs, finished_seq,
+             finished_scores):
+        del ids, cache, alive_seq, finished_seq  # Unused.
+        # Both sets are sorted best first. An empty finished slot is -inf.
+        best_alive = alive_log_probs[:, 0]
+        best_possible = best_alive / max_penalty
+        row_done = tf.logical_or(
+            tf.equal(best_alive, NEG_INF),
+            finished_scores[:, -1] >= best_possible,
+        )
+        return tf.logical_and(
+            index < max_length, tf.logical_not(tf.reduce_all(row_done))
+        )
+
+    def body(index, ids, cache, alive_seq, alive_log_probs, finished_seq,
+             finished_scores):
+        logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
+        _check_vocab_size(logits)
+        vocab_size = tf.shape(logits)[-1]
+        log_probs = tf.reshape(
+            tf.nn.log_softmax(logits), [batch_size, k, vocab_size]
+        )
+        # Extensions of every alive hypothesis by every token: [B, K * V].
+        candidates = tf.reshape(
+            alive_log_probs[:, :, tf.newaxis] + log_probs,
+            [batch_size, k * vocab_size],
+        )
+        # Each parent ends at most once, so 2K keeps K that do not end.
+        top_log_probs, top_indices = tf.math.top_k(candidates, k=2 * k)
+        top_parents = top_indices // vocab_size  # [B, 2K]
+        top_ids = top_indices % vocab_size  # [B, 2K]
+        top_seq = tf.gather(alive_seq, top_parents, batch_dims=1)
+        top_seq = _common.write_column(top_seq, top_ids, index)  # [B, 2K, L]
+        top_ended = tf.equal(top_ids, end_id)
+
+        # The K best extensions that do not end stay alive.
+        alive_log_probs, alive_pos = tf.math.top_k(
+            tf.where(top_ended, NEG_INF, top_log_probs), k=k
+        )
+        alive_seq = tf.gather(top_seq, alive_pos, batch_dims=1)
+        ids = tf.reshape(tf.gather(top_ids, alive_pos, batch_dims=1), [-1])
+        parents = tf.gather(top_parents, alive_pos, batch_dims=1)  # [B, K]
+        rows = parents + k * tf.range(batch_size)[:, tf.newaxis]
+        cache = tf.nest.map_structure(
+            lambda x: tf.gather(x, tf.reshape(rows, [-1])), cache
+        )
+
+        # Those of the K best that end join the finished set.
+        new_ended = tf.logical_and(
+            top_ended[:, :k], top_log_probs[:, :k] > NEG_INF
+        )
+        new_scores = tf.where(
+            new_ended,
+            top_log_probs[:, :k] / _common.gnmt_length_penalty(index + 1,
+                                                               alpha),
+            NEG_INF,
+        )
+        finished_scores, finished_pos = tf.math.top_k(
+            tf.concat([finished_scores, new_scores], axis=1), k=k
+        )
+        finished_seq = tf.gather(
+            tf.concat([finished_seq, top_seq[:, :k]], axis=1),
+            finished_pos,
+            batch_dims=1,
+        )
+        return (index + 1, ids, cache, alive_seq, alive_log_probs,
+                finished_seq, finished_scores)
+
+    pad_beams = tf.fill([batch_size, k, max_length], pad_id)  # [B, K, L]
+    loop_vars = (
+        tf.constant(0, tf.int32),
+        _tile_beams(initial_ids, k),  # [B * K]
+        tf.nest.map_structure(lambda x: _tile_beams(x, k), initial_cache),
+        pad_beams,
+        # Only beam 0 is alive at first: the K start beams are identical.
+        tf.tile(
+            tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1]
+        ),
+        pad_beams,
+        tf.fill([batch_size, k], NEG_INF),
+    )
+    (length, _, _, alive_seq, alive_log_probs, finished_seq,
+     finished_scores) = tf.while_loop(cond, body, loop_vars)
+    alive_scores = alive_log_probs / _common.gnmt_length_penalty(length,
+                                                                 alpha)
+    return _merge_n_best(
+        finished_seq, finished_scores, alive_seq, alive_scores, pad_id
+    )
+
+
+def _check_vocab_size(logits: tf.Tensor) -> None:
+    vocab_size = logits.shape[-1]
+    if vocab_size is not None and vocab_size < 2:
+        raise ValueError(
+            "`step_fn` must return logits over at least 2 tokens for beam "
+            f"search. Received: logits.shape={logits.shape}"
+        )
+
+
+def _tile_beams(x: tf.Tensor, beam_size: int) -> tf.Tensor:
+    """Repeats each row K times: [B, ...] -> [B * K, ...]."""
+    shape = tf.shape(x)
+    tiled = tf.tile(x[:, tf.newaxis], [1, beam_size] + [1] * (x.shape.rank - 1))
+    static = x.shape[0] * beam_size if x.shape[0] is not None else None
+    tiled = tf.reshape(tiled, tf.concat([[shape[0] * beam_size], shape[1:]],
+                                        axis=0))
+    tiled.set_shape([static] + x.shape[1:].as_list())
+    return tiled
+
+
+def _merge_n_best(
+    finished_seq: tf.Tensor,
+    finished_scores: tf.Tensor,
+    alive_seq: tf.Tensor,
+    alive_scores: tf.Tensor,
+    pad_id: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Fills each row's K slots with its finished, then alive hypotheses."""
+    k = finished_scores.shape[1]
+    num_finished = tf.reduce_sum(
+        tf.cast(finished_scores > NEG_INF, tf.int32), axis=1, keepdims=True
+    )  # [B, 1]
+    slots = tf.range(k)[tf.newaxis, :]  # [1, K]
+    # Both sets are sorted best first; slot j takes finished j, else alive
+    # j - num_finished.
+    source = tf.where(slots < num_finished, slots, k + slots - num_finished)
+    scores = tf.gather(
+        tf.concat([finished_scores, alive_scores], axis=1),
+        source,
+        batch_dims=1,
+    )
+    ids = tf.gather(
+        tf.concat([finished_seq, alive_seq], axis=1), source, batch_dims=1
+    )
+    ids = tf.where((scores > NEG_INF)[:, :, tf.newaxis], ids, pad_id)
+    return ids, scores

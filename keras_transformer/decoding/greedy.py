@@ -1,0 +1,95 @@
+"""Greedy search: the most probable token at every step."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from keras_transformer.decoding import _common
+from keras_transformer.decoding._common import END_ID, PAD_ID, StepFn
+
+
+def greedy_search(
+    step_fn: StepFn,
+    initial_ids: Any,
+    initial_cache: Any,
+    max_length: int | tf.Tensor,
+    end_id: int = END_ID,
+    pad_id: int = PAD_ID,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes a batch by taking the most probable token at every step.
+
+    The model is only seen through `step_fn`, which maps the tokens at one
+    position to the logits of the next (Section 3 of the paper: the decoder
+    is auto-regressive). The search is one `tf.while_loop` over fixed-shape
+    loop variables, so it runs eagerly, inside `tf.function` (also with
+    `jit_compile=True` when `max_length` is a python int) and converts to
+    ONNX. It stops as soon as every row has produced `end_id`.
+
+    Args:
+        step_fn: callable `step_fn(ids, index, cache) -> (logits, cache)`.
+            `ids` is int32 [B], the tokens at position `index` (an int32
+            scalar tensor, 0 for `initial_ids`); `logits` is [B, V] in any
+            float dtype; `cache` is a nested structure of tensors, each with
+            leading dimension B, whose shapes do not change between steps.
+        initial_ids: int tensor [B], the first input tokens (usually
+            `START_ID`).
+        initial_cache: nested structure of tensors [B, ...] given to the
+            first step, or None for a model without a cache.
+        max_length: int or int32 scalar tensor, the maximum number of
+            generated tokens L (see `max_output_length`).
+        end_id: int, the token that ends a sequence. Defaults to `END_ID`.
+        pad_id: int, the token written after the end. Defaults to `PAD_ID`.
+
+    Returns:
+        A pair `(ids, scores)`: `ids` int32 [B, L], the generated tokens
+        without the start token, `end_id` included when produced and
+        `pad_id` after it; `scores` float32 [B], the sum of the token
+        log-probabilities up to and including `end_id`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> logits = tf.math.log([[0.1, 0.1, 0.1, 0.2, 0.5]])
+    >>> def step_fn(ids, index, cache):
+    ...     return tf.tile(logits, [tf.shape(ids)[0], 1]), cache
+    >>> ids, scores = greedy_search(step_fn, [2], {}, max_length=3)
+    >>> ids.numpy().tolist()
+    [[4, 4, 4]]
+
+    References:
+        Vaswani et al., 2017, "Attention Is All You Need", Section 3.
+    """
+    _common.check_step_fn(step_fn)
+    initial_ids = _common.check_initial_ids(initial_ids)
+    max_length = _common.check_max_length(max_length)
+    end_id, pad_id = _common.check_token_ids(end_id, pad_id)
+    initial_cache = _common.check_cache(initial_cache, initial_ids)
+    batch_size = tf.shape(initial_ids)[0]
+
+    def cond(index, ids, cache, output, scores, finished):
+        del ids, cache, output, scores  # Unused.
+        return tf.logical_and(
+            index < max_length, tf.logical_not(tf.reduce_all(finished))
+        )
+
+    def body(index, ids, cache, output, scores, finished):
+        logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
+        log_probs = tf.nn.log_softmax(logits)  # [B, V]
+        next_ids = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        next_log_probs = tf.gather(log_probs, next_ids, batch_dims=1)  # [B]
+        next_ids = tf.where(finished, pad_id, next_ids)
+        scores += tf.where(finished, 0.0, next_log_probs)
+        output = _common.write_column(output, next_ids, index)
+        finished = tf.logical_or(finished, tf.equal(next_ids, end_id))
+        return index + 1, next_ids, cache, output, scores, finished
+
+    loop_vars = (
+        tf.constant(0, tf.int32),
+        initial_ids,
+        initial_cache,
+        tf.fill([batch_size, max_length], pad_id),  # [B, L]
+        tf.zeros([batch_size], tf.float32),
+        tf.zeros([batch_size], tf.bool),
+    )
+    _, _, _, output, scores, _ = tf.while_loop(cond, body, loop_vars)
+    return output, scores
