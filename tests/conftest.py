@@ -21,3 +21,38 @@ def _isolate_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# One tiny trained run for every test that needs a trained model (translator,
+# exports, CLI): trained once per test session, in seconds, on numbers below
+# 1,000 from the bundled corpus.
+FIXTURE_SETTINGS = dict(preset="tiny", epochs=6, batch_tokens=1024,
+                        vocab_size=300, average_last=2, d_model=64,
+                        max_length=48, dropout_rate=0.0, warmup_steps=100)
+
+
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory):
+    from keras_transformer.data import write_bundled_tsv
+
+    return write_bundled_tsv(tmp_path_factory.mktemp("corpus"), "de",
+                             max_number=999, train_size=700,
+                             valid_size=100, test_size=100)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, corpus_files):
+    from keras_transformer.runs import train_run
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    train_run(str(corpus_files["train"]), run_dir,
+              valid_data=str(corpus_files["validation"]), verbose=0,
+              seed=0, **FIXTURE_SETTINGS)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def translator(trained_run):
+    from keras_transformer.runs import load_translator
+
+    return load_translator(trained_run)

@@ -1,0 +1,98 @@
+"""The `keras-transformer` command end to end, and its error messages."""
+
+import json
+import os
+
+import pytest
+
+from keras_transformer.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
+    run = str(tmp_path / "run")
+    argv = ["train", "--data", str(corpus_files["train"]), "--valid-data",
+            str(corpus_files["validation"]), "--run", run, "--preset",
+            "tiny", "--epochs", "1", "--vocab-size", "200",
+            "--batch-tokens", "2048", "--average-last", "1",
+            "--set", "d_model=32", "--set", "max_length=40"]
+    assert main(argv) == 0
+    for name in ("config.json", "tokenizer.json", "source_vocab.txt",
+                 "target_vocab.txt", "model.keras", "history.json",
+                 "metrics.json", "samples.txt"):
+        assert os.path.exists(os.path.join(run, name)), name
+    assert os.listdir(os.path.join(run, "checkpoints"))
+    assert os.listdir(os.path.join(run, "logs"))
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["d_model"] == 32 and config["max_length"] == 40
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert "700 of 700 pairs kept" in metrics["data"]["length"]
+    assert "trained run written" in capsys.readouterr().out
+
+    # The same directory with another config is refused, naming the field.
+    argv[argv.index("d_model=32")] = "d_model=64"
+    assert main(argv) == 2
+    assert "d_model" in capsys.readouterr().err
+
+
+def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
+                                  capsys):
+    assert main(["translate", "--run", trained_run, "--greedy",
+                 "twelve", "four hundred and five"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+
+    assert main(["translate", "--run", trained_run, "--nbest", "3",
+                 "twelve"]) == 0
+    rows = [r.split("\t") for r in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0][1]) >= float(rows[1][1]) >= float(rows[2][1])
+
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("twelve\n\nnine hundred\n", encoding="utf-8")
+    plot = tmp_path / "attention.png"
+    assert main(["translate", "--run", trained_run, "--file",
+                 str(text_file), "--plot-attention", str(plot)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[1] == ""
+    assert plot.stat().st_size > 1000
+
+    assert main(["evaluate", "--run", trained_run, "--data",
+                 str(corpus_files["test"]), "--greedy"]) == 0
+    assert "exact match" in capsys.readouterr().out
+    metrics = json.load(open(os.path.join(trained_run, "metrics.json")))
+    evaluation = metrics["evaluation"]
+    assert evaluation["sentences"] == 100 and evaluation["beam_size"] == 1
+    assert 0 <= evaluation["exact_match"] <= 1
+
+    out_dir = tmp_path / "exported"
+    assert main(["export", "--run", trained_run, "--format", "saved_model",
+                 "--out", str(out_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["saved_model"]["identical"] == \
+        report["saved_model"]["comparisons"] > 0
+    assert (out_dir / "saved_model" / "1" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/no/such.tsv", "--run", "x"], "/no/such.tsv"),
+    (["translate", "--run", "/no/such/run", "hi"], "model.keras"),
+    (["evaluate", "--run", "/no/such/run", "--data", "bundled"],
+     "model.keras"),
+    (["export", "--run", "/no/such/run", "--out", "x"], "model.keras"),
+    (["translate", "--run", ".", "--file", "/no/file.txt"], "model.keras"),
+])
+def test_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_unknown_preset_is_rejected(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "bundled", "--run", "x", "--preset",
+              "huge"])
+    assert exit_info.value.code == 2
+    assert "huge" in capsys.readouterr().err

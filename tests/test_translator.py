@@ -1,0 +1,100 @@
+"""The Translator: cache == no cache, n-best, attention, bad input."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_transformer.text import END_ID, START_ID
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = ["four hundred and five", "twelve", "nine hundred and ninety",
+             "seven hundred and thirty-one"]
+
+
+def _naive_greedy(model, source_ids, steps):
+    """Re-runs the whole model on the growing prefix: no cache at all."""
+    batch = source_ids.shape[0]
+    prefix = np.full((batch, 1), START_ID, np.int32)
+    finished = np.zeros(batch, bool)
+    for _ in range(steps):
+        logits = model({"encoder_inputs": source_ids,
+                        "decoder_inputs": prefix}).numpy()
+        token = logits[:, -1].argmax(-1).astype(np.int32)
+        token[finished] = 0
+        finished |= token == END_ID
+        prefix = np.concatenate([prefix, token[:, None]], axis=1)
+        if finished.all():
+            break
+    return prefix[:, 1:]
+
+
+def test_cached_greedy_equals_naive_loop(translator):
+    source_ids = translator.source_ids(tf.constant(SENTENCES)).numpy()
+    cached = translator.translate_tokens_greedy(source_ids)["target_ids"]
+    cached = cached.numpy()
+    naive = _naive_greedy(translator.model, source_ids, cached.shape[1])
+    np.testing.assert_array_equal(cached, naive[:, :cached.shape[1]])
+    assert (cached == END_ID).any(axis=1).all()  # the model has learned END
+
+
+def test_text_signatures_agree_with_token_signatures(translator):
+    source_ids = translator.source_ids(tf.constant(SENTENCES))
+    ids = translator.translate_tokens(source_ids)["target_ids"]
+    text = translator.translate(tf.constant(SENTENCES))["translation"]
+    np.testing.assert_array_equal(
+        translator.target_tokenizer.detokenize(ids).numpy(), text.numpy())
+
+
+def test_nbest_sorted_and_best_matches_translate(translator):
+    nbest = translator(SENTENCES[0], nbest=4)
+    assert len(nbest) == 4
+    scores = [score for _, score in nbest]
+    assert scores == sorted(scores, reverse=True)
+    best = translator.translate(tf.constant(SENTENCES[:1]))
+    assert nbest[0][0] == best["translation"].numpy()[0].decode()
+    np.testing.assert_allclose(nbest[0][1], best["score"].numpy()[0],
+                               atol=1e-5)
+
+
+def test_attention_rows_are_distributions(translator):
+    source, target, weights = translator.attention(SENTENCES[0])
+    assert weights.shape == (len(target), len(source))
+    assert source[-1] == "[END]"
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("search", ["translate", "translate_greedy"])
+def test_bad_input(translator, search):
+    fn = getattr(translator, search)
+    long_text = " ".join(["nine hundred"] * 200)
+    texts = ["", "   \t ", b"four \xff\xfe hundred", "我喜欢猫 ☃",
+             long_text, "twelve"]
+    result = fn(tf.constant(texts))
+    translation = [t.decode("utf-8") for t in result["translation"].numpy()]
+    score = result["score"].numpy()
+    assert translation[:2] == ["", ""] and score[:2].tolist() == [0.0, 0.0]
+    assert np.all(np.isfinite(score))
+    # Invalid bytes, unknown characters and over-long input still translate.
+    assert all(isinstance(t, str) for t in translation[2:])
+    # A row of a mixed batch equals the same text alone.
+    alone = fn(tf.constant(["twelve"]))
+    assert alone["translation"].numpy()[0].decode() == translation[-1]
+    np.testing.assert_allclose(alone["score"].numpy()[0], score[-1],
+                               atol=1e-4)
+    empty = fn(tf.constant([], tf.string))
+    assert empty["translation"].shape == (0,)
+
+
+def test_long_input_is_truncated(translator):
+    ids = translator.source_ids(tf.constant([" ".join(["nine"] * 500)]))
+    assert ids.shape[1] == translator.max_length
+    assert ids.numpy()[0, -1] == END_ID
+
+
+def test_python_call(translator):
+    assert translator([]) == []
+    single = translator("twelve", beam_size=1)
+    assert isinstance(single, tuple) and isinstance(single[0], str)
+    with pytest.raises(ValueError, match="`nbest`"):
+        translator("twelve", beam_size=2, nbest=3)
