@@ -144,7 +144,7 @@ def beam_search(
         parents = tf.gather(top_parents, alive_pos, batch_dims=1)  # [B, K]
         rows = parents + k * tf.range(batch_size)[:, tf.newaxis]
         cache = tf.nest.map_structure(
-            lambda x: tf.gather(x, tf.reshape(rows, [-1])), cache
+            lambda x: _reorder(x, tf.reshape(rows, [-1])), cache
         )
 
         # Those of the K best that end join the finished set.
@@ -197,6 +197,13 @@ def _check_vocab_size(logits: tf.Tensor) -> None:
             "`step_fn` must return logits over at least 2 tokens for beam "
             f"search. Received: logits.shape={logits.shape}"
         )
+
+
+def _reorder(x: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Gathers cache rows, keeping the static shape tf.while_loop needs."""
+    reordered = tf.gather(x, rows)
+    reordered.set_shape(x.shape)
+    return reordered
 
 
 def _tile_beams(x: tf.Tensor, beam_size: int) -> tf.Tensor:

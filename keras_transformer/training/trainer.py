@@ -1,0 +1,376 @@
+"""`train()`: `model.fit` with the paper's recipe and a resumable run directory.
+
+What `train()` writes under `run_dir` (the rest of a run directory,
+vocabularies included, belongs to the CLI):
+
+    config.json           the TransformerConfig (written if absent, when
+                          `train()` is given a config; checked if present)
+    checkpoints/          epoch-0001.weights.h5, ... (or per K steps), the
+                          files that are averaged at the end
+    checkpoints/backup/   `keras.callbacks.BackupAndRestore` state, removed
+                          once model.keras is written
+    checkpoints/state.json  {"finished": true, ...} once `fit` has ended
+    logs/                 TensorBoard
+    history.json          per-epoch metrics, rewritten after every epoch
+    model.keras           the final model, with averaged weights
+
+Resuming. Run the same call again after an interruption (even SIGKILL):
+`BackupAndRestore` restores the weights and the optimizer state (so the
+step count of the learning-rate schedule too) saved every `backup_every`
+steps and at the end of each epoch, and `fit` goes on from the epoch that
+was interrupted. Keras 3.15 restores the epoch number, not the position
+inside the epoch: the interrupted epoch runs again from its first batch
+(the dataset restarts), starting from the weights of the last backup. So
+after a kill, the batches between the start of that epoch and its last
+backup are trained on twice, and the run takes that many more steps.
+A run whose `fit` has finished (all epochs, or stopped early) is never
+trained again: a repeated call only completes what is missing (averaging,
+model.keras) and returns the saved result. To train longer, use a new
+`run_dir`.
+
+A different config. If `run_dir/config.json` exists and differs from the
+given config, `train()` raises a `ValueError` naming the differing fields
+(see `check_run_config`) before it touches anything: the checkpoints of one
+model cannot resume another.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import keras
+
+from keras_transformer.config import TransformerConfig
+from keras_transformer.model import build_transformer
+from keras_transformer.training import averaging
+from keras_transformer.training.distribute import (
+    get_strategy,
+    prepare_for_multi_worker_fit,
+    worker_run_dir,
+)
+from keras_transformer.training.losses import (
+    MaskedAccuracy,
+    MaskedSparseCategoricalCrossentropy,
+)
+from keras_transformer.training.schedule import make_optimizer
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+BACKUP_DIR = os.path.join(CHECKPOINT_DIR, "backup")
+STATE_FILE = os.path.join(CHECKPOINT_DIR, "state.json")
+LOG_DIR = "logs"
+HISTORY_FILE = "history.json"
+MODEL_FILE = "model.keras"
+
+
+def compile_transformer(model: keras.Model,
+                        config: TransformerConfig) -> keras.Model:
+    """Compiles `model` with the paper's training recipe (sections 5.3, 5.4).
+
+    Adam with `TransformerSchedule` (`make_optimizer(config)`), the masked
+    cross-entropy with `config.label_smoothing`, and `MaskedAccuracy`.
+    Call it inside the strategy scope the model was built in.
+    """
+    if not isinstance(config, TransformerConfig):
+        raise TypeError(
+            "`config` must be a TransformerConfig. "
+            f"Received: config={config!r}")
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=MaskedSparseCategoricalCrossentropy(
+            label_smoothing=config.label_smoothing),
+        metrics=[MaskedAccuracy()],
+    )
+    return model
+
+
+def check_run_config(run_dir: str, config: TransformerConfig) -> None:
+    """Raises `ValueError` if `run_dir/config.json` differs from `config`.
+
+    The file is expected to hold `config.to_dict()` (as `config.to_json()`
+    writes it). A missing file passes. The error names every differing
+    field with its saved and given values.
+    """
+    if not isinstance(config, TransformerConfig):
+        raise TypeError(
+            "`config` must be a TransformerConfig. "
+            f"Received: config={config!r}")
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    saved = _read_json(path)
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"`run_dir` holds a {CONFIG_FILE} that is not a JSON object. "
+            f"Received: run_dir={run_dir!r}")
+    given = config.to_dict()
+    missing = object()
+    differences = [
+        f"{key} (saved {saved.get(key, missing)!r}, given "
+        f"{given.get(key, missing)!r})".replace(repr(missing), "nothing")
+        for key in sorted(set(saved) | set(given))
+        if saved.get(key, missing) != given.get(key, missing)
+    ]
+    if differences:
+        raise ValueError(
+            f"`config` differs from the run's {CONFIG_FILE} in: "
+            f"{', '.join(differences)}. Use a new `run_dir`, or the saved "
+            f"config to resume. Received: run_dir={run_dir!r}")
+
+
+def train(
+    model_or_config: keras.Model | TransformerConfig,
+    train_ds,
+    valid_ds,
+    run_dir: str,
+    *,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    average_last: int | None = 5,
+    checkpoint_every: int | str = "epoch",
+    backup_every: int = 100,
+    early_stopping_patience: int | None = None,
+    strategy=None,
+    callbacks: list | None = None,
+    verbose: int | str = 0,
+) -> tuple[keras.Model, dict[str, list]]:
+    """Trains a Transformer with `model.fit`, resumably, into `run_dir`.
+
+    Given a config, builds `build_transformer(config)` and compiles it with
+    `compile_transformer` inside `strategy.scope()`; a given model must be
+    compiled already (in the scope of the strategy it is to use). Then
+    fits with ModelCheckpoint, BackupAndRestore, TensorBoard, a
+    history.json writer and optional EarlyStopping, averages the last
+    `average_last` checkpoints (section 6.1 of the paper) and saves
+    `run_dir/model.keras`. See the module docstring for the files, for
+    resuming, and for what happens when `run_dir` holds another config.
+
+    Args:
+        model_or_config: keras.Model (compiled) or TransformerConfig.
+        train_ds: tf.data.Dataset of `({"encoder_inputs": (B, S),
+            "decoder_inputs": (B, T)}, labels (B, T))`, pad id 0. With
+            `steps_per_epoch`, make it repeat.
+        valid_ds: the same for validation, or None.
+        run_dir: str, the run directory.
+        epochs: int, the number of epochs.
+        steps_per_epoch: int or None, batches per epoch; None runs through
+            `train_ds` once per epoch.
+        validation_steps: int or None, batches of `valid_ds` per
+            validation.
+        average_last: int or None, how many of the newest checkpoints to
+            average into the final model (the paper: 5); None keeps the
+            weights of the last step. Defaults to 5.
+        checkpoint_every: "epoch" or int, write a checkpoint at the end of
+            every epoch, or every that many steps. Defaults to "epoch".
+        backup_every: int, steps between `BackupAndRestore` backups (also
+            written at each epoch end). Defaults to 100.
+        early_stopping_patience: int or None, stop after this many epochs
+            without improvement of `val_loss` (`loss` without `valid_ds`).
+            Defaults to None (never stop early).
+        strategy: tf.distribute.Strategy or None (the default strategy,
+            or the given model's). Non-chief workers of a multi-worker
+            strategy write to `run_dir/workers/<task>` instead.
+        callbacks: list of extra `keras.callbacks.Callback`, or None.
+        verbose: the `verbose` of `model.fit`. Defaults to 0 (silent).
+
+    Returns:
+        `(model, history)`: the trained model with its final (averaged)
+        weights, and the per-epoch metrics of the whole run, as saved in
+        history.json (a dict of lists, one entry per epoch).
+
+    Example:
+    >>> config = TransformerConfig.from_preset("tiny")
+    >>> model, history = train(config, train_ds, valid_ds, "runs/tiny",
+    ...                        epochs=10)
+    """
+    _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
+                      average_last, checkpoint_every, backup_every,
+                      early_stopping_patience)
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ModuleNotFoundError(
+            "`train()` writes TensorBoard logs and needs the `tensorboard` "
+            "package: pip install tensorboard")
+    model, strategy = _prepare_model(model_or_config, run_dir, strategy)
+    out_dir = worker_run_dir(os.fspath(run_dir), strategy)
+    os.makedirs(os.path.join(out_dir, CHECKPOINT_DIR), exist_ok=True)
+    state_path = os.path.join(out_dir, STATE_FILE)
+    history_path = os.path.join(out_dir, HISTORY_FILE)
+    model_path = os.path.join(out_dir, MODEL_FILE)
+    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+
+    state = _read_json(state_path) if os.path.exists(state_path) else {}
+    averaging.build_optimizer(model)
+    if state.get("finished") and os.path.exists(model_path):
+        model.load_weights(model_path)
+        return model, _read_history(history_path)
+    if not state.get("finished"):
+        early_stopping = None
+        if early_stopping_patience is not None:
+            early_stopping = keras.callbacks.EarlyStopping(
+                monitor="val_loss" if valid_ds is not None else "loss",
+                patience=early_stopping_patience)
+        checkpoint_name = (averaging.EPOCH_CHECKPOINT
+                           if checkpoint_every == "epoch"
+                           else averaging.STEP_CHECKPOINT)
+        run_callbacks = [
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(out_dir, CHECKPOINT_DIR, checkpoint_name),
+                save_weights_only=True, save_freq=checkpoint_every),
+            _HistoryWriter(history_path),
+            keras.callbacks.TensorBoard(
+                os.path.join(out_dir, LOG_DIR), write_graph=False,
+                profile_batch=0),
+            *([early_stopping] if early_stopping else []),
+            *(callbacks or []),
+            _EpochEndBackup(backup_dir, save_freq=backup_every,
+                            double_checkpoint=True, delete_checkpoint=False),
+        ]
+        prepare_for_multi_worker_fit(model, strategy)
+        model.fit(train_ds, validation_data=valid_ds, epochs=epochs,
+                  steps_per_epoch=steps_per_epoch,
+                  validation_steps=validation_steps,
+                  callbacks=run_callbacks, verbose=verbose, shuffle=False)
+        state = {
+            "finished": True,
+            "epochs_completed": len(_read_history(history_path).get(
+                "loss", [])),
+            "stopped_early": bool(early_stopping
+                                  and early_stopping.stopped_epoch > 0),
+        }
+        _write_json(state_path, state)
+    elif average_last is None:
+        # Killed between the end of fit and model.keras: the backup holds
+        # the weights of the last step.
+        model.load_weights(os.path.join(backup_dir, "latest.weights.h5"))
+    if average_last is not None:
+        averaging.average_last_checkpoints(
+            model, os.path.join(out_dir, CHECKPOINT_DIR), average_last)
+    _save_model(model, model_path)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return model, _read_history(history_path)
+
+
+def _prepare_model(model_or_config, run_dir, strategy):
+    """Returns the compiled model and its strategy."""
+    if isinstance(model_or_config, TransformerConfig):
+        check_run_config(run_dir, model_or_config)
+        strategy = strategy or get_strategy("default")
+        with strategy.scope():
+            model = build_transformer(model_or_config)
+            compile_transformer(model, model_or_config)
+        if worker_run_dir(os.fspath(run_dir), strategy) == os.fspath(
+                run_dir):
+            config_path = os.path.join(run_dir, CONFIG_FILE)
+            if not os.path.exists(config_path):
+                os.makedirs(run_dir, exist_ok=True)
+                _write_json(config_path, model_or_config.to_dict())
+        return model, strategy
+    if not isinstance(model_or_config, keras.Model):
+        raise TypeError(
+            "`model_or_config` must be a keras.Model or a "
+            f"TransformerConfig. Received: model_or_config={model_or_config!r}")
+    if getattr(model_or_config, "optimizer", None) is None:
+        raise ValueError(
+            "`model_or_config` is a model that is not compiled; compile it "
+            "(e.g. `compile_transformer(model, config)`) or pass the "
+            f"TransformerConfig. Received: model_or_config={model_or_config}")
+    return model_or_config, strategy or model_or_config.distribute_strategy
+
+
+def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
+                      average_last, checkpoint_every, backup_every,
+                      early_stopping_patience):
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"`run_dir` must be a path. Received: run_dir={run_dir!r}")
+    checks = [("epochs", epochs, False), ("backup_every", backup_every, False),
+              ("steps_per_epoch", steps_per_epoch, True),
+              ("validation_steps", validation_steps, True),
+              ("average_last", average_last, True),
+              ("early_stopping_patience", early_stopping_patience, True)]
+    if checkpoint_every != "epoch":
+        checks.append(("checkpoint_every", checkpoint_every, False))
+    for name, value, optional in checks:
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            expected = "None or an int" if optional else "an int"
+            if name == "checkpoint_every":
+                expected = '"epoch" or an int'
+            raise TypeError(
+                f"`{name}` must be {expected}. Received: {name}={value!r}")
+        minimum = 0 if name == "early_stopping_patience" else 1
+        if value < minimum:
+            raise ValueError(
+                f"`{name}` must be at least {minimum}. "
+                f"Received: {name}={value}")
+
+
+class _EpochEndBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that saves every `save_freq` steps and at epoch end.
+
+    Keras' callback saves at either granularity, not both; saving at each
+    epoch end as well means a kill between epochs loses no work.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+
+
+class _HistoryWriter(keras.callbacks.Callback):
+    """Rewrites history.json after every epoch, keeping earlier epochs.
+
+    Also adds the learning rate reached at the end of the epoch to the logs
+    (so TensorBoard and history.json show it).
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        optimizer = self.model.optimizer
+        if optimizer is not None and "learning_rate" not in logs:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                optimizer.learning_rate))
+        # Entries from `epoch` on belong to an interrupted earlier attempt.
+        rows = _history_rows(_read_history(self.path))[:epoch]
+        rows.append({key: float(value) for key, value in logs.items()})
+        keys = sorted({key for row in rows for key in row})
+        _write_json(self.path,
+                    {key: [row.get(key) for row in rows] for key in keys})
+
+
+def _history_rows(history):
+    length = max((len(values) for values in history.values()), default=0)
+    return [{key: values[i] for key, values in history.items()
+             if i < len(values) and values[i] is not None}
+            for i in range(length)]
+
+
+def _read_history(path):
+    return _read_json(path) if os.path.exists(path) else {}
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _write_json(path, value):
+    """Writes JSON atomically: a kill leaves the old file or the new one."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _save_model(model, path):
+    temporary = f"{path[:-len('.keras')]}.tmp.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
