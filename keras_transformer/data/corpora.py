@@ -1,0 +1,339 @@
+"""Parallel corpora: TSV files, aligned text files, TFDS and the bundled set.
+
+Every reader returns a `ParallelCorpus`: the kept (source, target) pairs and
+a `CorpusStats` that counts the lines read, the pairs kept and, per reason,
+the lines skipped. Nothing is dropped without being counted, and nothing is
+rewritten except the whitespace stripped from both ends of each side.
+
+Skip reasons (the keys of `CorpusStats.skipped`):
+
+- `"blank"`: the line is empty or only whitespace (on both sides, for
+  aligned files).
+- `"missing_tab"`: a TSV line without a tab.
+- `"extra_columns"`: a TSV line with more than one tab (unless
+  `allow_extra_columns=True`, which keeps the first two columns).
+- `"empty_side"`: the source or the target is empty after stripping.
+- `"undecodable"`: the line is not valid UTF-8 (decoded strictly, never
+  replaced).
+"""
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Iterable, Iterator, Mapping
+
+BLANK = "blank"
+MISSING_TAB = "missing_tab"
+EXTRA_COLUMNS = "extra_columns"
+EMPTY_SIDE = "empty_side"
+UNDECODABLE = "undecodable"
+
+# Line numbers kept per skip reason, to point users at bad lines.
+_MAX_EXAMPLE_LINES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusStats:
+    """Counts from reading a corpus.
+
+    Args:
+        lines_read: int, lines (or examples) read.
+        kept: int, pairs kept.
+        skipped: mapping from skip reason to the number of lines skipped for
+            it; only reasons that occurred appear.
+        example_lines: mapping from skip reason to the first few (1-based)
+            line numbers skipped for it.
+    """
+
+    lines_read: int
+    kept: int
+    skipped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    example_lines: Mapping[str, tuple[int, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def __post_init__(self):
+        if self.kept + self.num_skipped != self.lines_read:
+            raise ValueError(
+                "`lines_read` must equal `kept` plus the skipped lines. "
+                f"Received: lines_read={self.lines_read}, kept={self.kept}, "
+                f"skipped={dict(self.skipped)}"
+            )
+
+    @property
+    def num_skipped(self) -> int:
+        """Total number of skipped lines."""
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        """One line for logs, e.g. "read 10, kept 8, skipped 2 (blank=2)"."""
+        text = f"read {self.lines_read}, kept {self.kept}"
+        if self.skipped:
+            reasons = ", ".join(f"{k}={v}" for k, v in self.skipped.items())
+            text += f", skipped {self.num_skipped} ({reasons})"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelCorpus:
+    """Aligned source and target sentences.
+
+    Args:
+        sources: list of str, source sentences.
+        targets: list of str, target sentences, `targets[i]` translating
+            `sources[i]`.
+        stats: `CorpusStats`; defaults to "every line kept".
+        name: str, where the corpus came from (for logs).
+        source_language: str or None, e.g. "en".
+        target_language: str or None, e.g. "de".
+
+    Example:
+
+    >>> corpus = ParallelCorpus(["one"], ["eins"])
+    >>> len(corpus), corpus.pairs()
+    (1, [('one', 'eins')])
+    """
+
+    sources: list[str]
+    targets: list[str]
+    stats: CorpusStats | None = None
+    name: str = ""
+    source_language: str | None = None
+    target_language: str | None = None
+
+    def __post_init__(self):
+        if len(self.sources) != len(self.targets):
+            raise ValueError(
+                "`sources` and `targets` must have the same length. "
+                f"Received: len(sources)={len(self.sources)}, "
+                f"len(targets)={len(self.targets)}"
+            )
+        if self.stats is None:
+            n = len(self.sources)
+            object.__setattr__(self, "stats", CorpusStats(n, n))
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Returns the (source, target) pairs."""
+        return list(zip(self.sources, self.targets))
+
+
+class _Collector:
+    """Accumulates kept pairs and skip counts while reading."""
+
+    def __init__(self):
+        self.sources, self.targets = [], []
+        self.lines_read = 0
+        self.skipped: dict[str, int] = {}
+        self.example_lines: dict[str, list[int]] = {}
+
+    def skip(self, reason: str, line_number: int):
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        lines = self.example_lines.setdefault(reason, [])
+        if len(lines) < _MAX_EXAMPLE_LINES:
+            lines.append(line_number)
+
+    def add(self, source: str, target: str, line_number: int):
+        source, target = source.strip(), target.strip()
+        if not source and not target:
+            self.skip(BLANK, line_number)
+        elif not source or not target:
+            self.skip(EMPTY_SIDE, line_number)
+        else:
+            self.sources.append(source)
+            self.targets.append(target)
+
+    def corpus(self, name, source_language=None, target_language=None):
+        stats = CorpusStats(
+            lines_read=self.lines_read,
+            kept=len(self.sources),
+            skipped=dict(self.skipped),
+            example_lines={k: tuple(v) for k, v in self.example_lines.items()},
+        )
+        if not self.sources:
+            raise ValueError(
+                f"The corpus {name} has no valid pair: {stats.summary()}. "
+                f"First skipped lines per reason: {stats.example_lines}"
+            )
+        return ParallelCorpus(
+            self.sources, self.targets, stats, name, source_language,
+            target_language,
+        )
+
+
+def _check_file(path, argument: str) -> pathlib.Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`{argument}` must be a path. Received: {argument}={path!r}"
+        )
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"`{argument}` is not an existing file. Received: "
+            f"{argument}={str(path)!r}"
+        )
+    return path
+
+
+def _decoded_lines(path: pathlib.Path) -> Iterator[str | None]:
+    """Yields each line decoded as strict UTF-8, or None if undecodable.
+
+    Lines are split on "\\n" only (with a trailing "\\r" removed), not on the
+    other Unicode line breaks, so that aligned files stay aligned.
+    """
+    with path.open("rb") as f:
+        for i, raw in enumerate(f):
+            raw = raw.rstrip(b"\n").rstrip(b"\r")
+            if i == 0 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8", errors="strict")
+            except UnicodeDecodeError:
+                yield None
+
+
+def read_tsv(path, *, allow_extra_columns: bool = False) -> ParallelCorpus:
+    """Reads `source<TAB>target` lines from a UTF-8 file.
+
+    Malformed lines are skipped and counted per reason (see the module
+    docstring); each side is stripped of surrounding whitespace.
+
+    Args:
+        path: str or path-like, the TSV file.
+        allow_extra_columns: bool, whether to keep lines with more than two
+            columns, using the first two (as in Tatoeba exports that end with
+            an attribution column). Defaults to False: such lines are
+            skipped as `"extra_columns"`.
+
+    Returns:
+        A `ParallelCorpus`.
+
+    Raises:
+        FileNotFoundError: if `path` is not a file.
+        ValueError: if no line holds a valid pair.
+    """
+    path = _check_file(path, "path")
+    collector = _Collector()
+    for line_number, text in enumerate(_decoded_lines(path), start=1):
+        collector.lines_read += 1
+        if text is None:
+            collector.skip(UNDECODABLE, line_number)
+            continue
+        fields = text.split("\t")
+        if not text.strip():
+            collector.skip(BLANK, line_number)
+        elif len(fields) < 2:
+            collector.skip(MISSING_TAB, line_number)
+        elif len(fields) > 2 and not allow_extra_columns:
+            collector.skip(EXTRA_COLUMNS, line_number)
+        else:
+            collector.add(fields[0], fields[1], line_number)
+    return collector.corpus(str(path))
+
+
+def read_aligned(source_path, target_path) -> ParallelCorpus:
+    """Reads two plain-text files where line i of one translates line i.
+
+    Args:
+        source_path: str or path-like, the source sentences.
+        target_path: str or path-like, the target sentences.
+
+    Returns:
+        A `ParallelCorpus`; pairs with an undecodable or empty side are
+        skipped and counted.
+
+    Raises:
+        FileNotFoundError: if either path is not a file.
+        ValueError: if the files have different numbers of lines, or no
+            line holds a valid pair.
+    """
+    source_path = _check_file(source_path, "source_path")
+    target_path = _check_file(target_path, "target_path")
+    sources = list(_decoded_lines(source_path))
+    targets = list(_decoded_lines(target_path))
+    if len(sources) != len(targets):
+        raise ValueError(
+            "`source_path` and `target_path` must have the same number of "
+            f"lines. Received: {len(sources)} lines in "
+            f"source_path={str(source_path)!r} and {len(targets)} lines in "
+            f"target_path={str(target_path)!r}"
+        )
+    collector = _Collector()
+    for line_number, (source, target) in enumerate(zip(sources, targets), 1):
+        collector.lines_read += 1
+        if source is None or target is None:
+            collector.skip(UNDECODABLE, line_number)
+        else:
+            collector.add(source, target, line_number)
+    return collector.corpus(f"{source_path},{target_path}")
+
+
+def load_corpus(spec: str, *, split: str = "train",
+                data_dir: str | None = None) -> ParallelCorpus:
+    """Loads a corpus from a one-string specification (as the CLI takes).
+
+    Specifications:
+
+    - `"bundled"`, `"bundled:de"` or `"bundled:fr"`: the bundled English to
+      German (default) or French number corpus, split `split`.
+    - `"tfds:NAME"`, e.g. `"tfds:ted_hrlr_translate/pt_to_en"`: a TFDS
+      translation dataset, split `split`, stored under `data_dir`.
+    - `"SOURCE_PATH,TARGET_PATH"`: two aligned plain-text files.
+    - any other string: a TSV file of `source<TAB>target` lines.
+
+    A file holds one split, so `split` is ignored for file specifications.
+    An existing file whose name contains a comma is read as TSV.
+
+    Args:
+        spec: str, the specification.
+        split: str, the split for bundled and TFDS corpora.
+        data_dir: str or None, the TFDS data directory.
+
+    Returns:
+        A `ParallelCorpus`.
+
+    Raises:
+        FileNotFoundError: if a named file does not exist.
+        ValueError: for a malformed specification or an empty corpus.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"`spec` must be a non-empty string. Received: spec={spec!r}"
+        )
+    if spec == "bundled" or spec.startswith("bundled:"):
+        from keras_transformer.data import bundled
+
+        language = spec.partition(":")[2] or "de"
+        return bundled.bundled_corpus(language=language, split=split)
+    if spec.startswith("tfds:"):
+        from keras_transformer.data import tfds_reader
+
+        return tfds_reader.load_tfds(spec[len("tfds:"):], split,
+                                     data_dir=data_dir)
+    if "," in spec and not os.path.exists(spec):
+        paths = spec.split(",")
+        if len(paths) != 2 or not all(p.strip() for p in paths):
+            raise ValueError(
+                "`spec` for aligned files must be 'SOURCE_PATH,TARGET_PATH'. "
+                f"Received: spec={spec!r}"
+            )
+        return read_aligned(paths[0].strip(), paths[1].strip())
+    return read_tsv(spec)
+
+
+def corpus_from_pairs(pairs: Iterable[tuple[str, str]],
+                      name: str = "pairs") -> ParallelCorpus:
+    """Builds a `ParallelCorpus` from (source, target) string pairs as is."""
+    sources, targets = [], []
+    for i, pair in enumerate(pairs):
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or not all(isinstance(s, str) for s in pair)):
+            raise TypeError(
+                "`pairs` must hold (source, target) pairs of str. "
+                f"Received: pairs[{i}]={pair!r}"
+            )
+        sources.append(pair[0])
+        targets.append(pair[1])
+    return ParallelCorpus(sources, targets, name=name)
