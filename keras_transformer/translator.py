@@ -16,8 +16,11 @@ import keras
 import tensorflow as tf
 
 from keras_transformer import decoding
-from keras_transformer.model import cross_attention_weights, encode
-from keras_transformer.model import make_step_fn
+from keras_transformer.model import (
+    cross_attention_weights,
+    encode,
+    make_step_fn,
+)
 from keras_transformer.text import END_ID, PAD_ID, START_ID
 
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
