@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     quick = commands.add_parser(
         "quickstart", help="train on the bundled corpus, evaluate, export")
     quick.add_argument("--run", default="runs/quickstart")
-    quick.add_argument("--language", choices=("de", "fr"), default="de")
+    quick.add_argument("--language", choices=("fr", "de"), default="fr")
     quick.add_argument("--epochs", type=int, default=None)
 
     train = commands.add_parser("train", help="train a translator")
