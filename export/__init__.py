@@ -47,14 +47,18 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
     translator = load_translator(run_dir)
     texts = list(texts) if texts is not None else verification_texts(run_dir)
     report = {}
+    saved_model_dir = None
     if format in ("saved_model", "all"):
         from export.saved_model import export_saved_model, verify_saved_model
         path = export_saved_model(
             translator, os.path.join(out_dir, "saved_model", "1"))
         report["saved_model"] = dict(
             path=path, **verify_saved_model(path, translator, texts))
+        saved_model_dir = path
     if format in ("onnx", "all"):
         from export.onnx import export_onnx
+        # Verified against the Translator and, when written, the SavedModel.
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
-                                     texts=texts)
+                                     texts=texts,
+                                     saved_model_dir=saved_model_dir)
     return report

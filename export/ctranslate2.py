@@ -331,7 +331,8 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
     Returns:
         A dict: sentences, identical (rows with identical ids), agreement
         (the share of identical rows), first_difference (None or
-        {"row", "ctranslate2", "keras"}).
+        {"row", "ctranslate2", "keras"}) and max_log_prob_difference
+        (`max_log_prob_difference` on the Translator's outputs).
     """
     source_ids = np.asarray(source_ids, dtype=np.int32)
     if source_ids.ndim != 2 or source_ids.shape[0] == 0:
@@ -360,13 +361,63 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
                                 "keras": expected[row].tolist()}
     return {"sentences": len(source_ids), "identical": identical,
             "agreement": identical / len(source_ids),
-            "first_difference": first_difference}
+            "first_difference": first_difference,
+            "max_log_prob_difference": max_log_prob_difference(
+                model_dir, translator.model, source_ids, expected,
+                translator.source_tokenizer.vocabulary,
+                translator.target_tokenizer.vocabulary, compute_type)}
+
+
+def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
+                            source_vocabulary, target_vocabulary,
+                            compute_type: str = "default") -> float:
+    """Largest |log p| difference, CTranslate2 vs Keras, teacher forced.
+
+    Scores each target row (cut at its first `[END]` or padding and to
+    the positional table, then `[END]` appended, as CTranslate2's `score_batch` does) with both
+    runtimes; unlike a comparison of decoded ids this is not sensitive to
+    near-ties between tokens.
+    """
+    from keras_transformer.text import END_ID, PAD_ID, START_ID
+
+    # [START] + tokens must fit the positional table.
+    limit = _layer(model, "positional_encoding").max_length
+    rows = []
+    for row in np.asarray(target_ids):
+        tokens = []
+        for token in row:
+            if token in (END_ID, PAD_ID):
+                break
+            tokens.append(int(token))
+        rows.append(tokens[:limit - 1])
+    width = max(len(tokens) for tokens in rows) + 1
+    decoder_inputs = np.zeros((len(rows), width), np.int32)
+    labels = np.zeros((len(rows), width), np.int32)
+    for i, tokens in enumerate(rows):
+        decoder_inputs[i, :len(tokens) + 1] = [START_ID] + tokens
+        labels[i, :len(tokens) + 1] = tokens + [END_ID]
+    logits = model({"encoder_inputs": tf.constant(source_ids, tf.int32),
+                    "decoder_inputs": tf.constant(decoder_inputs)},
+                   training=False)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+    keras_scores = np.take_along_axis(log_probs, labels[..., None],
+                                      axis=-1)[..., 0]
+    scored = load_translator(model_dir, compute_type).score_batch(
+        ids_to_tokens(source_ids, source_vocabulary),
+        [[target_vocabulary[t] for t in tokens] for tokens in rows])
+    worst = 0.0
+    for i, result in enumerate(scored):
+        count = len(rows[i]) + 1
+        worst = max(worst, float(np.max(np.abs(
+            np.asarray(result.log_probs[:count]) - keras_scores[i, :count]))))
+    return worst
 
 
 def export_ctranslate2(translator, out_dir: str,
                        quantization: str | None = None,
                        texts: list[str] | None = None,
-                       min_agreement: float | None = None) -> dict:
+                       min_agreement: float | None = None,
+                       log_prob_tolerance: float | None = None) -> dict:
     """Converts a `Translator` to CTranslate2 and verifies it greedily.
 
     Args:
@@ -378,14 +429,18 @@ def export_ctranslate2(translator, out_dir: str,
         min_agreement: the least share of sentences whose greedy token ids
             must be identical. Defaults to 1.0 for float32 and 0.0 (report
             only) for int8, whose rounding may flip close decisions.
+        log_prob_tolerance: the largest allowed teacher-forced
+            log-probability difference. Defaults to 1e-3 for float32 and
+            no limit for int8.
 
     Returns:
         A report dict: path, quantization, source_vocab_size,
         target_vocab_size, and with `texts` the `verify_ctranslate2` figures.
 
     Raises:
-        ValueError: the agreement is below `min_agreement`, naming the first
-            differing sentence.
+        ValueError: the agreement is below `min_agreement` (naming the first
+            differing sentence), or the log-probabilities differ by more
+            than `log_prob_tolerance`.
     """
     _check_quantization(quantization)
     source_vocabulary = translator.source_tokenizer.vocabulary
@@ -402,6 +457,8 @@ def export_ctranslate2(translator, out_dir: str,
         raise ValueError("`texts` must not be empty. Received: texts=[]")
     if min_agreement is None:
         min_agreement = 1.0 if quantization is None else 0.0
+    if log_prob_tolerance is None and quantization is None:
+        log_prob_tolerance = 1e-3
     source_ids = translator.source_ids(tf.constant(texts, tf.string))
     report.update(verify_ctranslate2(path, translator, source_ids.numpy()))
     if report["agreement"] < min_agreement:
@@ -412,4 +469,10 @@ def export_ctranslate2(translator, out_dir: str,
             f"{report['sentences']} sentences, first on "
             f"{texts[difference['row']]!r}: {difference}. Received: "
             f"min_agreement={min_agreement}")
+    if log_prob_tolerance is not None and (
+            report["max_log_prob_difference"] > log_prob_tolerance):
+        raise ValueError(
+            "CTranslate2 log-probabilities differ from the Keras model's by "
+            f"{report['max_log_prob_difference']:.2e}. Received: "
+            f"log_prob_tolerance={log_prob_tolerance}")
     return report

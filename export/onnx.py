@@ -188,9 +188,13 @@ def _drop_unused_initializers(main):
 
 def _deduplicate_initializers(main):
     """Keeps one copy of equal constants, in the main graph if shared."""
+    outputs = {output.name for graph, _ in _graphs(main)
+               for output in graph.output}
     groups = collections.defaultdict(list)
     for graph, parents in _graphs(main):
         for tensor in graph.initializer:
+            if tensor.name in outputs:  # Its name must stay.
+                continue
             value = numpy_helper.to_array(tensor)
             key = (value.dtype.str, value.shape,
                    hashlib.sha256(value.tobytes()).hexdigest())
@@ -275,22 +279,15 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         raise ValueError(
             f"`opset` must be an int from {MIN_OPSET} to {MAX_OPSET}. "
             f"Received: opset={opset!r}")
-    if isinstance(modes, str) or not modes or len(set(modes)) != len(
-            modes) or not set(modes) <= set(GRAPH_FILES):
+    if isinstance(modes, str) or not isinstance(modes, (tuple, list)) or (
+            not modes or not all(isinstance(mode, str) and mode in GRAPH_FILES
+                                 for mode in modes)
+            or len(set(modes)) != len(modes)):
         raise ValueError(
             "`modes` must be a non-empty tuple of distinct names from "
             f"{sorted(GRAPH_FILES)}. Received: modes={modes!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    translator.source_tokenizer.save_vocabulary(
-        os.path.join(out_dir, SOURCE_VOCAB))
-    translator.target_tokenizer.save_vocabulary(
-        os.path.join(out_dir, TARGET_VOCAB))
-    config = _runtime_config(translator, opset, modes)
-    with open(os.path.join(out_dir, CONFIG_FILE), "w",
-              encoding="utf-8") as file:
-        json.dump(config, file, indent=2, sort_keys=True)
-
     report = {"out_dir": out_dir, "opset": opset, "files": {},
               "variables_bytes": sum(
                   int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
@@ -304,16 +301,22 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         report["conversion_seconds"][mode] = round(
             time.perf_counter() - start, 2)
         summary = graph_summary(model)
-        report["weights_bytes"][mode] = summary["weights_bytes"]
-        report["nodes"][mode] = summary["nodes"]
-        report["op_types"][mode] = summary["op_types"]
+        for key in ("weights_bytes", "nodes", "op_types"):
+            report[key][mode] = summary[key]
         logger.info("Wrote %s in %.1f s.", GRAPH_FILES[mode],
                     report["conversion_seconds"][mode])
-    for name in sorted(os.listdir(out_dir)):
-        if name in (SOURCE_VOCAB, TARGET_VOCAB, CONFIG_FILE) or (
-                name in GRAPH_FILES.values()):
-            report["files"][name] = os.path.getsize(
-                os.path.join(out_dir, name))
+    # The configuration last: a directory with one lists complete graphs.
+    translator.source_tokenizer.save_vocabulary(
+        os.path.join(out_dir, SOURCE_VOCAB))
+    translator.target_tokenizer.save_vocabulary(
+        os.path.join(out_dir, TARGET_VOCAB))
+    with open(os.path.join(out_dir, CONFIG_FILE), "w",
+              encoding="utf-8") as file:
+        json.dump(_runtime_config(translator, opset, modes), file, indent=2,
+                  sort_keys=True)
+    for name in (*(GRAPH_FILES[mode] for mode in modes), SOURCE_VOCAB,
+                 TARGET_VOCAB, CONFIG_FILE):
+        report["files"][name] = os.path.getsize(os.path.join(out_dir, name))
     report["verification"] = verify_onnx(
         out_dir, translator, texts=texts, source_ids=source_ids,
         saved_model_dir=saved_model_dir,

@@ -8,7 +8,8 @@ Inputs are cleaned exactly as by `keras_transformer.Translator.__call__`:
 
 - a source longer than `max_length` is truncated to its first
   `max_length - 1` tokens (plus `[END]`);
-- an empty or whitespace-only text translates to "" with score 0.0;
+- a text with no token (empty, or only whitespace of any kind) translates
+  to "" with score 0.0;
 - invalid UTF-8 bytes become U+FFFD, unknown characters `[UNK]`;
 - an empty batch gives an empty list.
 """
@@ -144,6 +145,13 @@ class OnnxTranslator:
                 "`source_ids` must be a 2-D array of integer ids. Received: "
                 f"source_ids with shape {source_ids.shape} and dtype "
                 f"{source_ids.dtype}")
+        vocab_size = self.source_tokenizer.vocab_size
+        if source_ids.size and (source_ids.min() < 0
+                                or source_ids.max() >= vocab_size):
+            raise ValueError(
+                f"`source_ids` must be ids in [0, {vocab_size}), the source "
+                f"vocabulary. Received: source_ids with values from "
+                f"{source_ids.min()} to {source_ids.max()}")
         session = self.session(mode)
         if source_ids.shape[0] == 0:
             return {"target_ids": np.zeros([0, 0], np.int32),
@@ -168,13 +176,16 @@ class OnnxTranslator:
         session = self.session(mode)
         if not texts:
             return []
-        result = run_search(session, self.source_ids(texts))
+        source_ids = np.asarray(self.source_ids(texts))
+        result = run_search(session, source_ids)
         strings = self.target_tokenizer.detokenize(
             tf.constant(result["target_ids"])).numpy()
-        pairs = [("", 0.0) if not text.strip() else
+        # A text with no token besides [END] translates to "" (Translator).
+        empty = (source_ids != PAD_ID).sum(axis=1) <= 1
+        pairs = [("", 0.0) if is_empty else
                  (string.decode("utf-8"), float(score))
-                 for text, string, score in zip(texts, strings,
-                                                result["score"])]
+                 for is_empty, string, score in zip(empty, strings,
+                                                    result["score"])]
         return pairs[0] if single else pairs
 
 

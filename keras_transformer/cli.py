@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -207,6 +208,9 @@ COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # TensorFlow's own notes on saving and tracing are not for CLI users.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     try:
         COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:

@@ -65,9 +65,15 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
     report(f"      SavedModel {saved['path']}: {saved['identical']}/"
            f"{saved['comparisons']} outputs identical in a fresh process "
            f"(max score difference {saved['max_score_difference']:.1e})")
-    onnx = exported.get("onnx")
-    if onnx:
-        report(f"      ONNX: {onnx.get('summary', onnx)}")
+    onnx = exported["onnx"]
+    check = onnx["verification"]
+    for mode in sorted(check["identical"]):
+        report(f"      ONNX {mode:6s} ({onnx['files'][mode + '.onnx'] / 1e6:.1f}"
+               f" MB, {onnx['nodes'][mode]} nodes): ids identical to Keras "
+               f"{check['identical'][mode]}/{check['sentences']}, to the "
+               f"SavedModel {check['saved_model_identical'][mode]}/"
+               f"{check['sentences']} (max score difference "
+               f"{check['max_score_difference'][mode]:.1e})")
     results["export"] = exported
     results["total_seconds"] = time.time() - start
     report(f"done in {results['total_seconds']:.0f} s; translate with:\n"

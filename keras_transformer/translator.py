@@ -6,7 +6,8 @@ signatures. Inputs are cleaned the same way in every runtime:
 
 - a source longer than the model's `max_length` is truncated to its first
   `max_length - 1` tokens (plus `[END]`);
-- an empty or whitespace-only text translates to "" with score 0.0;
+- a text with no token (empty, or only whitespace of any kind) translates
+  to "" with score 0.0;
 - invalid UTF-8 bytes become U+FFFD and unknown characters `[UNK]` (the
   tokenizer's rules);
 - an empty batch gives an empty batch.
@@ -118,9 +119,9 @@ class Translator(tf.Module):
         return ids.to_tensor(PAD_ID)
 
     def _translate_text(self, text, beam_size):
-        text = tf.convert_to_tensor(text, tf.string)
-        empty = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
-        result = self._best(self.source_ids(text), beam_size)
+        source_ids = self.source_ids(tf.convert_to_tensor(text, tf.string))
+        empty = _is_empty(source_ids)
+        result = self._best(source_ids, beam_size)
         translation = self.target_tokenizer.detokenize(result["target_ids"])
         return {"translation": tf.where(empty, "", translation),
                 "score": tf.where(empty, 0.0, result["score"])}
@@ -137,9 +138,14 @@ class Translator(tf.Module):
 
     # -- Python conveniences -----------------------------------------------
 
-    @tf.function(reduce_retracing=True)
     def _search_ids(self, source_ids, beam_size):
-        return self._search(source_ids, beam_size)
+        """n-best search, one traced function per beam size (not saved)."""
+        searches = self.__dict__.setdefault("_searches", {})
+        if beam_size not in searches:
+            searches[beam_size] = tf.function(
+                lambda ids: self._search(ids, beam_size),
+                input_signature=[_IDS])
+        return searches[beam_size](source_ids)
 
     def __call__(self, texts, beam_size: int | None = None,
                  nbest: int = 1) -> list:
@@ -149,7 +155,7 @@ class Translator(tf.Module):
         pairs, best first; with `nbest=1`, of (translation, score) pairs.
         `beam_size=1` is greedy search.
         """
-        single = isinstance(texts, str)
+        single = isinstance(texts, (str, bytes))
         texts = [texts] if single else list(texts)
         beam_size = self.beam_size if beam_size is None else beam_size
         if nbest < 1 or nbest > beam_size:
@@ -158,9 +164,9 @@ class Translator(tf.Module):
                 f"({beam_size}). Received: nbest={nbest}")
         if not texts:
             return []
-        text = tf.constant(texts, tf.string)
-        ids, scores = self._search_ids(self.source_ids(text), beam_size)
-        empty = [not t.strip() for t in texts]
+        source_ids = self.source_ids(tf.constant(texts, tf.string))
+        ids, scores = self._search_ids(source_ids, beam_size)
+        empty = _is_empty(source_ids).numpy().tolist()
         results = []
         for row, is_empty in enumerate(empty):
             strings = self.target_tokenizer.detokenize(ids[row, :nbest])
@@ -192,3 +198,7 @@ class Translator(tf.Module):
                 [t.decode("utf-8") for t in target_tokens.numpy()],
                 weights.numpy())
 
+
+def _is_empty(source_ids):
+    """(B,) bool: rows holding no token besides [END]."""
+    return tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1) <= 1

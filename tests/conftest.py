@@ -49,6 +49,7 @@ def trained_run(tmp_path_factory, corpus_files):
     from keras_transformer.runs import train_run
 
     run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    keras.utils.set_random_seed(0)
     train_run(str(corpus_files["train"]), run_dir,
               valid_data=str(corpus_files["validation"]), verbose=0,
               seed=0, **FIXTURE_SETTINGS)

@@ -67,12 +67,18 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
     assert 0 <= evaluation["exact_match"] <= 1
 
     out_dir = tmp_path / "exported"
-    assert main(["export", "--run", trained_run, "--format", "saved_model",
+    assert main(["export", "--run", trained_run, "--format", "all",
                  "--out", str(out_dir)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["saved_model"]["identical"] == \
         report["saved_model"]["comparisons"] > 0
     assert (out_dir / "saved_model" / "1" / "saved_model.pb").exists()
+    check = report["onnx"]["verification"]
+    assert check["sentences"] >= 50
+    for mode in ("beam", "greedy"):
+        assert check["identical"][mode] == check["sentences"]
+        assert check["saved_model_identical"][mode] == check["sentences"]
+        assert (out_dir / "onnx" / f"{mode}.onnx").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

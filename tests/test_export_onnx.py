@@ -73,24 +73,36 @@ def trained(tmp_path_factory):
 
 # -- graph clean-up (fast) --------------------------------------------------
 
+WEIGHT = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+
+
+def loop_body(suffix, weight_name, initializers=()):
+    """x (4,) -> x @ weight, reshaped to the weight's last dimension."""
+    def name(n):
+        return f"{n}_{suffix}"
+
+    value = helper.make_tensor_value_info
+    return helper.make_graph(
+        [helper.make_node("MatMul", [name("x_in"), weight_name],
+                          [name("y")]),
+         helper.make_node("Shape", [weight_name], [name("shape")], start=1),
+         helper.make_node("Reshape", [name("y"), name("shape")],
+                          [name("x_out")]),
+         helper.make_node("Identity", [name("cond_in")], [name("cond_out")])],
+        name("body"),
+        [value(name("i"), onnx.TensorProto.INT64, []),
+         value(name("cond_in"), onnx.TensorProto.BOOL, []),
+         value(name("x_in"), onnx.TensorProto.FLOAT, [4])],
+        [value(name("cond_out"), onnx.TensorProto.BOOL, []),
+         value(name("x_out"), onnx.TensorProto.FLOAT, [4])],
+        list(initializers))
+
+
 def loop_model():
     """A Loop whose body repeats a main-graph weight and takes its shape."""
-    weight = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
-    body = helper.make_graph(
-        [helper.make_node("MatMul", ["x_in", "w_body"], ["y"]),
-         helper.make_node("Shape", ["w_body"], ["shape"], start=1),
-         helper.make_node("Reshape", ["y", "shape"], ["x_out"]),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x_in", onnx.TensorProto.FLOAT,
-                                       [4])],
-        [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL,
-                                       []),
-         helper.make_tensor_value_info("x_out", onnx.TensorProto.FLOAT,
-                                       [4])],
-        [numpy_helper.from_array(weight.T @ weight, "w_body")])
+    weight = WEIGHT
+    body = loop_body("a", "w_body", [
+        numpy_helper.from_array(weight.T @ weight, "w_body")])
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["x0"]),
          helper.make_node("MatMul", ["x0", "w_copy"], ["x1"]),
@@ -103,6 +115,25 @@ def loop_model():
         [numpy_helper.from_array(weight, "w"),
          numpy_helper.from_array(weight.T @ weight, "w_copy"),
          numpy_helper.from_array(np.array(3, np.int64), "steps")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("",
+                                                                       17)])
+
+
+def two_loops_model():
+    """Two Loops whose bodies each hold the same weight; main has none."""
+    square = WEIGHT.T @ WEIGHT
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["x0"])]
+    for i, suffix in enumerate("ab"):
+        body = loop_body(suffix, f"v_{suffix}",
+                         [numpy_helper.from_array(square, f"v_{suffix}")])
+        nodes.append(helper.make_node(
+            "Loop", ["steps", "", f"x{i}"], [f"x{i + 1}"], body=body))
+    graph = helper.make_graph(
+        nodes, "main",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(WEIGHT, "w"),
+         numpy_helper.from_array(np.array(2, np.int64), "steps")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("",
                                                                        17)])
 
@@ -129,6 +160,21 @@ def test_compact_keeps_each_constant_once_and_the_outputs():
                                    "Reshape": 1, "Identity": 1}
     body = model.graph.node[2].attribute[0].g
     assert len(body.initializer) == 0  # Served from the main graph.
+
+
+def test_compact_hoists_a_constant_shared_by_two_loops():
+    model = two_loops_model()
+    x = np.array([0.5, 1.0, -1.5], np.float32)
+    before = run(model, x)
+    onnx_export._compact(model.graph)
+    onnx.checker.check_model(model)
+    np.testing.assert_array_equal(run(model, x), before)
+    assert sorted(t.name for t in model.graph.initializer) == [
+        "steps", "v_a", "w"]
+    for node in model.graph.node[1:]:
+        body = node.attribute[0].g
+        assert len(body.initializer) == 0
+        assert body.node[0].input[1] == "v_a"
 
 
 def test_graph_summary_counts_subgraph_ops():
@@ -326,8 +372,15 @@ def test_runtime_rejects_bad_texts(trained, texts, error, match):
 def test_runtime_rejects_bad_ids_and_modes(trained):
     with pytest.raises(ValueError, match="`source_ids`"):
         trained.runtime.translate_tokens(np.zeros([3], np.int32))
+    with pytest.raises(ValueError, match="`source_ids`"):
+        trained.runtime.translate_tokens([[4, 1000, 3]])
+    with pytest.raises(ValueError, match="`source_ids`"):
+        trained.runtime.translate_tokens([[-1, 3]])
     with pytest.raises(ValueError, match="`mode`"):
         trained.runtime.translate_tokens(np.zeros([1, 2], np.int32), "top")
+    empty = trained.runtime.translate_tokens(np.zeros([0, 3], np.int32))
+    assert empty["target_ids"].shape == (0, 0)
+    assert empty["score"].shape == (0,)
 
 
 def tamper(onnx_dir, out_dir):
@@ -389,3 +442,26 @@ def test_verification_rejects_bad_arguments(trained, kwargs, error, match):
     with pytest.raises(error, match=match):
         verify_onnx(trained.onnx_dir, trained.translator,
                                 **kwargs)
+
+
+@pytest.mark.slow
+def test_export_of_one_search_with_opset_18(trained, tmp_path):
+    report = onnx_export.export_onnx(trained.translator, tmp_path,
+                                     opset=18, modes=("greedy",),
+                                     verify=False)
+    assert report["verification"] is None
+    assert sorted(os.listdir(tmp_path)) == sorted(report["files"]) == [
+        "greedy.onnx", "onnx_config.json", "source_vocab.txt",
+        "target_vocab.txt"]
+    model = onnx.load(tmp_path / "greedy.onnx")
+    assert [o.version for o in model.opset_import if o.domain == ""] == [18]
+    runtime = OnnxTranslator(tmp_path)
+    assert runtime.modes == ("greedy",)
+    texts = trained.texts[:8]
+    got, expected = (runtime(texts, greedy=True),
+                     trained.runtime(texts, greedy=True))
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    np.testing.assert_allclose([s for _, s in got],
+                               [s for _, s in expected], atol=1e-5)
+    with pytest.raises(ValueError, match="`mode`"):
+        runtime(texts)

@@ -78,10 +78,13 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
                     f"The sequence reaches position {end}, past "
                     f"`max_length`. Received: max_length={self.max_length}")
         else:
-            tf.debugging.assert_less_equal(
+            check = tf.debugging.assert_less_equal(
                 tf.cast(end, "int32"), self.max_length,
                 message="The sequence reaches past `max_length` of "
                         "SinusoidalPositionalEncoding")
+            if check is not None:  # in a graph: check before slicing
+                with tf.control_dependencies([check]):
+                    start_index = tf.identity(start_index)
         table = ops.convert_to_tensor(self.table, dtype=self.compute_dtype)
         encoding = ops.slice(table, (start_index, 0),
                              (length, self.table.shape[1]))
