@@ -374,8 +374,8 @@ def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
     """Largest |log p| difference, CTranslate2 vs Keras, teacher forced.
 
     Scores each target row (cut at its first `[END]` or padding and to
-    the positional table, then `[END]` appended, as CTranslate2's `score_batch` does) with both
-    runtimes; unlike a comparison of decoded ids this is not sensitive to
+    the positional table, then `[END]` appended, as CTranslate2's
+    `score_batch` does) with both runtimes; unlike a comparison of decoded ids this is not sensitive to
     near-ties between tokens.
     """
     from keras_transformer.text import END_ID, PAD_ID, START_ID

@@ -68,8 +68,9 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
     onnx = exported["onnx"]
     check = onnx["verification"]
     for mode in sorted(check["identical"]):
-        report(f"      ONNX {mode:6s} ({onnx['files'][mode + '.onnx'] / 1e6:.1f}"
-               f" MB, {onnx['nodes'][mode]} nodes): ids identical to Keras "
+        size = onnx["files"][mode + ".onnx"] / 1e6
+        report(f"      ONNX {mode:6s} ({size:.1f} MB, "
+               f"{onnx['nodes'][mode]} nodes): ids identical to Keras "
                f"{check['identical'][mode]}/{check['sentences']}, to the "
                f"SavedModel {check['saved_model_identical'][mode]}/"
                f"{check['sentences']} (max score difference "
