@@ -86,12 +86,25 @@ def load_tokenizers(run_dir: str):
 def make_config(preset: str, source_tokenizer, target_tokenizer,
                 joint_vocabulary: bool, **overrides) -> TransformerConfig:
     """The preset with the vocabulary sizes of the tokenizers."""
-    base = TransformerConfig.from_preset(preset)
+    base = _check_overrides(preset, overrides)
     share = joint_vocabulary and base.share_embeddings
     return dataclasses.replace(
         base, source_vocab_size=source_tokenizer.vocab_size,
         target_vocab_size=target_tokenizer.vocab_size,
         share_embeddings=share, **overrides)
+
+
+def _check_overrides(preset, overrides) -> TransformerConfig:
+    """The preset; unknown override fields are a ValueError naming them."""
+    base = TransformerConfig.from_preset(preset)
+    known = set(base.to_dict()) - {"source_vocab_size", "target_vocab_size",
+                                   "share_embeddings"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown config fields {unknown} to override; known fields: "
+            f"{sorted(known)}. Received: {overrides}")
+    return base
 
 
 def train_run(data: str, run_dir: str, *, preset: str = "small",
@@ -127,6 +140,7 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     Returns:
         A `TrainResult`.
     """
+    _check_overrides(preset, config_overrides)  # before any slow work
     corpus = load_corpus(data, split="train")
     if valid_data is None and (data.startswith("bundled")
                                or data.startswith("tfds:")):

@@ -88,8 +88,14 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
      "model.keras"),
     (["export", "--run", "/no/such/run", "--out", "x"], "model.keras"),
     (["translate", "--run", ".", "--file", "/no/file.txt"], "model.keras"),
+    (["train", "--data", "bundled", "--run", "x", "--set", "layers=3"],
+     "layers"),
+    (["train", "--data", "bundled", "--run", "x", "--set", "d_model"],
+     "FIELD=VALUE"),
 ])
-def test_errors_are_one_line(argv, message, capsys):
+def test_errors_are_one_line(argv, message, capsys, tmp_path,
+                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative run directories land here
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
