@@ -155,36 +155,59 @@ def encode(model: keras.Model, encoder_inputs):
     return memory, memory_mask
 
 
-def make_step_fn(model: keras.Model, memory, memory_mask, max_length):
+def make_step_fn(model: keras.Model, memory, memory_mask, max_length,
+                 beam_size: int = 1):
     """The cached decoder step for `greedy_search` / `beam_search`.
+
+    Cross-attention keys and values are computed here, once per source.
+    They and the source mask never change during a search, so they live in
+    the step function's closure, repeated `beam_size` times per source row
+    (the layout `beam_search` gives its hypotheses), and only the
+    self-attention caches travel in `cache`: beam search then reorders
+    nothing but what actually differs between hypotheses.
 
     Args:
         model: a model made by `build_transformer`.
         memory: (B, S, D) from `encode`. memory_mask: bool (B, S).
         max_length: int or int32 scalar, the cache length: the number of
             positions the search may feed (start token included).
+        beam_size: int, the beam size K the step will serve (1 for
+            greedy search); the step then sees B * K rows.
 
     Returns:
-        `(step_fn, initial_cache)`: `step_fn(ids (B,), index, cache) ->
-        (logits float32 (B, V), cache)`. Every cache tensor has the batch
-        first, so beam search can tile and reorder it.
+        `(step_fn, initial_cache)`: `step_fn(ids (B*K,), index, cache) ->
+        (logits float32 (B*K, V), cache)`; `initial_cache` has B rows (the
+        search tiles it to B * K).
     """
     parts = _parts(model)
     decoder = parts["decoder"]
-    cache = {"decoder": decoder.initial_cache(memory, max_length),
-             "memory_mask": memory_mask}
+    full = decoder.initial_cache(memory, max_length)
+    constants = {name: {key: _repeat(layer[key], beam_size)
+                        for key in ("cross_key", "cross_value")}
+                 for name, layer in full.items()}
+    constant_mask = _repeat(memory_mask, beam_size)
+    cache = {name: {key: layer[key] for key in ("self_key", "self_value")}
+             for name, layer in full.items()}
 
     def step_fn(ids, index, cache):
         hidden = parts["target_embedding"](ops.expand_dims(ids, 1))
         hidden = parts["positional_encoding"](hidden, start_index=index)
-        hidden, decoder_cache, _ = decoder.decode_step(
-            hidden, cache["decoder"], index, cache["memory_mask"])
-        logits = parts["output_projection"](hidden)[:, 0]  # (B, V)
-        return (ops.cast(logits, "float32"),
-                {"decoder": decoder_cache,
-                 "memory_mask": cache["memory_mask"]})
+        merged = {name: dict(layer, **constants[name])
+                  for name, layer in cache.items()}
+        hidden, merged, _ = decoder.decode_step(hidden, merged, index,
+                                                constant_mask)
+        logits = parts["output_projection"](hidden)[:, 0]  # (B*K, V)
+        new_cache = {name: {key: merged[name][key]
+                            for key in ("self_key", "self_value")}
+                     for name in cache}
+        return ops.cast(logits, "float32"), new_cache
 
     return step_fn, cache
+
+
+def _repeat(x, times):
+    """(B, ...) -> (B * times, ...), each row `times` times in a row."""
+    return x if times == 1 else ops.repeat(x, times, axis=0)
 
 
 def cross_attention_weights(model: keras.Model, encoder_inputs,

@@ -80,7 +80,7 @@ class Translator(tf.Module):
             lengths, self.extra_length, limit=self.max_length)
         memory, memory_mask = encode(self.model, source_ids)
         step_fn, cache = make_step_fn(self.model, memory, memory_mask,
-                                      max_length)
+                                      max_length, beam_size)
         start = tf.fill([tf.shape(source_ids)[0]], START_ID)
         if beam_size == 1:
             ids, scores = decoding.greedy_search(step_fn, start, cache,
