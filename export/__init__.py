@@ -7,13 +7,16 @@
     out_dir/onnx/            the ONNX search graphs and vocabularies,
                              verified with onnxruntime against the Translator
 
+and, with format "ctranslate2" or "ctranslate2-int8", a CTranslate2 model
+directory verified by greedy token equality (float32)
+
 and returns the verification reports. Nothing is reported as exported
 unless its verification passed.
 """
 
 import os
 
-FORMATS = ("saved_model", "onnx", "all")
+FORMATS = ("saved_model", "onnx", "all", "ctranslate2", "ctranslate2-int8")
 SAMPLES_FILE = "samples.txt"
 
 
@@ -35,7 +38,8 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
     Args:
         run_dir: a trained run directory.
         out_dir: where to write.
-        format: "saved_model", "onnx" or "all".
+        format: "saved_model", "onnx", "all" (both), or "ctranslate2" /
+            "ctranslate2-int8" (needs the `bench` extra's ctranslate2).
         texts: source sentences to verify with; defaults to the run's
             samples.txt (held-out sentences, >= 50 when available).
     """
@@ -61,4 +65,10 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
                                      texts=texts,
                                      saved_model_dir=saved_model_dir)
+    if format.startswith("ctranslate2"):
+        from export.ctranslate2 import export_ctranslate2
+        quantization = "int8" if format.endswith("int8") else None
+        report["ctranslate2"] = export_ctranslate2(
+            translator, os.path.join(out_dir, format), quantization,
+            texts=texts)
     return report

@@ -18,6 +18,12 @@ Shape glossary: B batch, S source length, T target length, D d_model,
 H heads, K head size, F d_ff, V vocabulary.
 """
 
+import os
+
+# TensorFlow's C++ start-up notes (oneDNN, CPU features) are noise for users
+# of this package; a value the user set is kept.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_transformer import data, decoding, layers, masks, text, training
 from keras_transformer.config import PRESETS, TransformerConfig
 from keras_transformer.data import load_corpus, make_dataset

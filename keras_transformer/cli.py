@@ -4,7 +4,8 @@
     keras-transformer train --data SPEC --run DIR [--preset small ...]
     keras-transformer translate --run DIR [TEXT ...] [--file F] [--beam N]
     keras-transformer evaluate --run DIR --data SPEC
-    keras-transformer export --run DIR --format saved_model|onnx|all --out D
+    keras-transformer export --run DIR --format saved_model|onnx|all|
+        ctranslate2[-int8] --out DIR
     keras-transformer bench [--quick]
 
 Bad input (missing files, unknown presets, a run directory holding another
@@ -84,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="SavedModel and ONNX")
     export.add_argument("--run", required=True)
     export.add_argument("--format", default="all",
-                        choices=("saved_model", "onnx", "all"))
+                        choices=("saved_model", "onnx", "all",
+                                 "ctranslate2", "ctranslate2-int8"))
     export.add_argument("--out", required=True)
 
     bench = commands.add_parser("bench", help="speed benchmarks")
