@@ -1,0 +1,232 @@
+"""Decoding runtimes at a forced output length, all on one random model.
+
+Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
+
+- "ours": `Translator.translate_tokens_greedy` / `translate_tokens`
+  (tf.function graphs, the package's cached search);
+- "ours_xla": the same search in one `tf.function(jit_compile=True)` with a
+  static maximum length (prototype, `benchmarks.ours.make_static_search`);
+- "ours_xla_inplace": that, with in-place cache writes (prototype,
+  `benchmarks.ours.inplace_cache`);
+- "saved_model": the exported SavedModel, reloaded, same functions;
+- "onnx": the exported ONNX search graphs in ONNX Runtime;
+- "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
+  CTranslate2 (tokens in, tokens out);
+- "hub", "hub_xla": keras-hub layers, cached greedy loop, without / with
+  XLA;
+- "tutorial": the tutorial-style model, no cache (greedy only).
+
+Our model, keras-hub's and the tutorial's get their [END] logit pinned to
+0 (see `benchmarks.ours`), so every search runs to the requested length;
+each cell checks that the output really has that length.
+"""
+
+import contextlib
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import keras_hub_peer, ours, reference_tutorial, timing
+from keras_transformer.text import END_ID
+
+RUNTIMES = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx",
+            "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
+LABELS = {
+    "ours": "ours, tf.function (Translator)",
+    "ours_xla": "ours, XLA jit (prototype)",
+    "ours_xla_inplace": "ours, XLA jit + in-place cache (prototype)",
+    "saved_model": "ours, SavedModel",
+    "onnx": "ours, ONNX Runtime",
+    "ct2_float32": "CTranslate2 float32",
+    "ct2_int8": "CTranslate2 int8",
+    "hub": "keras-hub cached, tf.function",
+    "hub_xla": "keras-hub cached, XLA jit",
+    "tutorial": "tutorial-style, no cache",
+}
+OURS = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx")
+GREEDY_ONLY = ("hub", "hub_xla", "tutorial")
+
+
+class DecodingBench:
+    """Builds the models and exports once; times (runtime, mode, B, N)."""
+
+    def __init__(self, config, settings: dict, workdir: str | None = None,
+                 log=lambda message: None):
+        self.config = config
+        self.settings = settings
+        self.log = log
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kt-bench-")
+            workdir = self._tmp.name
+        self.workdir = workdir
+        self.vocabulary = ours.synthetic_vocabulary(config.target_vocab_size)
+        self.model = ours.build_model(config)
+        ours.suppress_token(self.model, END_ID)
+        self.translator = ours.make_translator(self.model, self.vocabulary)
+        self.unavailable = {}
+        self.export_seconds = {}
+        self._cache = {}
+        self._rng = np.random.default_rng(1)
+        self._sources = {}
+
+    def close(self):
+        """Deletes the temporary export directory (if this made one)."""
+        self._cache.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- lazily built runtimes -------------------------------------------
+
+    def _once(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def _saved_model(self):
+        from export.saved_model import export_saved_model
+
+        path = os.path.join(self.workdir, "saved_model")
+        with _timed(self.export_seconds, "saved_model"):
+            export_saved_model(self.translator, path)
+        return tf.saved_model.load(path)
+
+    def _onnx(self):
+        from export.onnx import export_onnx
+        from export.onnx_runtime import make_session
+
+        path = os.path.join(self.workdir, "onnx")
+        with _timed(self.export_seconds, "onnx"):
+            export_onnx(self.translator, path, verify=False)
+        return {mode: make_session(os.path.join(path, f"{mode}.onnx"))
+                for mode in ("greedy", "beam")}
+
+    def _ct2(self, quantization):
+        import ctranslate2
+
+        from export.ctranslate2 import convert_model
+
+        path = os.path.join(self.workdir, f"ct2_{quantization or 'f32'}")
+        with _timed(self.export_seconds,
+                          f"ct2_{quantization or 'float32'}"):
+            convert_model(self.model, self.vocabulary, self.vocabulary,
+                          path, quantization)
+        return ctranslate2.Translator(
+            path, device="cpu", inter_threads=1,
+            intra_threads=os.cpu_count() or 0)
+
+    def _hub(self):
+        peer = keras_hub_peer.build(self.config)
+        keras_hub_peer.suppress_token(peer, END_ID)
+        return peer
+
+    def _tutorial(self):
+        model = reference_tutorial.build(self.config)
+        reference_tutorial.suppress_token(model, END_ID)
+        return model
+
+    def runner(self, runtime: str, beam: int, batch: int, length: int):
+        """A no-argument callable decoding one batch; returns ids (B, N)."""
+        if runtime in GREEDY_ONLY and beam != 1:
+            raise ValueError(f"{runtime} has no beam search")
+        key = (batch, length)
+        if key not in self._sources:
+            source = ours.random_ids(self._rng, batch, length,
+                                     self.config.source_vocab_size)
+            source[:, -1] = END_ID
+            self._sources[key] = source
+        source = self._sources[key]
+        tensor = tf.constant(source)
+        if runtime == "ours":
+            fn = (self.translator.translate_tokens_greedy if beam == 1
+                  else self.translator.translate_tokens)
+            return lambda: fn(tensor)["target_ids"]
+        if runtime == "ours_xla":
+            search = self._once(("ours_xla", length, beam), lambda: (
+                ours.make_static_search(self.model, length, beam)))
+            return lambda: search(tensor)
+        if runtime == "ours_xla_inplace":
+            search = self._once(("ours_xla_inplace", length, beam), lambda: (
+                ours.make_static_search(self.model, length, beam)))
+            with ours.inplace_cache():
+                search.get_concrete_function(tensor)
+            return lambda: search(tensor)
+        if runtime == "saved_model":
+            loaded = self._once("saved_model", self._saved_model)
+            fn = (loaded.translate_tokens_greedy if beam == 1
+                  else loaded.translate_tokens)
+            return lambda: fn(tensor)["target_ids"]
+        if runtime == "onnx":
+            from export.onnx_runtime import run_search
+
+            session = self._once("onnx", self._onnx)[
+                "greedy" if beam == 1 else "beam"]
+            return lambda: run_search(session, source)["target_ids"]
+        if runtime.startswith("ct2_"):
+            quantization = None if runtime == "ct2_float32" else "int8"
+            translator = self._once(runtime, lambda: self._ct2(quantization))
+            tokens = [[self.vocabulary[i] for i in row] for row in source]
+
+            def run():
+                results = translator.translate_batch(
+                    tokens, beam_size=beam, max_decoding_length=length)
+                return [r.hypotheses[0] for r in results]
+
+            return run
+        if runtime in ("hub", "hub_xla"):
+            peer = self._once("hub", self._hub)
+            jit = runtime == "hub_xla"
+            greedy = self._once(("hub_greedy", length, jit), lambda: (
+                keras_hub_peer.make_greedy(peer, length, jit)))
+            return lambda: greedy(tensor)
+        if runtime == "tutorial":
+            model = self._once("tutorial", self._tutorial)
+            greedy = self._once(("tutorial_greedy", length), lambda: (
+                reference_tutorial.make_greedy(model, length)))
+            return lambda: greedy(tensor)
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}. "
+                         f"Received: runtime={runtime!r}")
+
+    def measure(self, runtime: str, beam: int, batch: int,
+                length: int) -> dict | None:
+        """Times one cell; None (with a reason) if the runtime failed."""
+        if runtime in self.unavailable:
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run = self.runner(runtime, beam, batch, length)
+                output = run()
+                measurement = timing.measure(
+                    run, repeats=self.settings["repeats"],
+                    warmup=self.settings["warmup"],
+                    min_repeat_seconds=self.settings["min_repeat_seconds"])
+        except Exception as error:  # noqa: BLE001 - reported, not hidden
+            self.unavailable[runtime] = f"{type(error).__name__}: {error}"
+            self.log(f"  {runtime} unavailable: "
+                     f"{self.unavailable[runtime][:300]}")
+            return None
+        produced = _output_length(output)
+        return {"runtime": runtime, "beam": beam, "batch": batch,
+                "length": length, "output_length": produced,
+                "seconds": measurement.to_dict(),
+                "tokens_per_second": batch * length / measurement.median}
+
+
+def _output_length(output) -> int:
+    if isinstance(output, list):  # CTranslate2 tokens
+        return max(len(row) for row in output)
+    return int(np.asarray(output).shape[-1])
+
+
+@contextlib.contextmanager
+def _timed(store: dict, key: str):
+    """Adds the seconds the block took to `store[key]`."""
+    start = time.perf_counter()
+    yield
+    store[key] = time.perf_counter() - start

@@ -1,0 +1,190 @@
+"""Our model in the benchmarks: random weights, forced lengths, prototypes.
+
+Decoding benchmarks compare runtimes at a *forced* output length: the
+[END] row of the (tied) target embedding is zeroed, so its logit is exactly
+0 while the other 8,000 random logits reach far above it: no search ever
+ends early, in any runtime (TensorFlow, SavedModel, ONNX Runtime,
+CTranslate2), without a benchmark-only branch in the exported graphs. The
+translator gets `extra_length=0` and sources of N tokens, so the paper's
+maximum output length (source length + extra) is exactly N.
+
+`make_static_search` is the prototype measured as "ours XLA": the same
+`encode` / `make_step_fn` / search functions inside one
+`tf.function(jit_compile=True)` with a static maximum length.
+`inplace_cache()` is a second prototype, for a proposal: while a search is
+traced, self-attention writes each step's keys and values into the cache
+with `ops.slice_update` (a dynamic-update-slice, done in place by XLA)
+instead of `ops.where` over the whole cache.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_transformer import decoding
+from keras_transformer.layers import attention
+from keras_transformer.model import build_transformer, encode, make_step_fn
+from keras_transformer.text import RESERVED_TOKENS, START_ID, SubwordTokenizer
+from keras_transformer.translator import Translator
+
+
+def synthetic_vocabulary(size: int) -> list[str]:
+    """The reserved tokens, then "t4", "t5", ... (unique token strings)."""
+    return list(RESERVED_TOKENS) + [
+        f"t{i}" for i in range(len(RESERVED_TOKENS), size)]
+
+
+def build_model(config, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_transformer(config)
+
+
+def suppress_token(model: keras.Model, token_id: int) -> None:
+    """Zeroes the token's output row: its logit is 0 at every step."""
+    try:
+        projection = model.get_layer("output_projection")
+    except ValueError:
+        projection = None
+    if projection is None:
+        name = ("target_embedding" if "target_embedding" in
+                [layer.name for layer in model.layers]
+                else "shared_embedding")
+        variable = model.get_layer(name).embeddings
+        variable.assign(tf.tensor_scatter_nd_update(
+            variable, [[token_id]], tf.zeros([1, variable.shape[1]])))
+    else:
+        kernel = projection.kernel
+        kernel.assign(tf.tensor_scatter_nd_update(
+            kernel, [[i, token_id] for i in range(kernel.shape[0])],
+            tf.zeros([kernel.shape[0]])))
+
+
+def make_translator(model: keras.Model, vocabulary: list[str],
+                    beam_size: int = 4) -> Translator:
+    tokenizer = SubwordTokenizer(vocabulary)
+    return Translator(model, tokenizer, tokenizer, beam_size=beam_size,
+                      extra_length=0)
+
+
+def make_static_search(model: keras.Model, max_length: int,
+                       beam_size: int = 1, jit_compile: bool = True,
+                       length_penalty: float = 0.6):
+    """A tf.function: ids (B, S) -> target ids (B, max_length) (best beam).
+
+    Prototype of a Translator option: with a python-int `max_length` the
+    whole search (encoder, cache set-up and the loop) compiles with XLA.
+    """
+
+    @tf.function(jit_compile=jit_compile)
+    def search(source_ids):
+        memory, memory_mask = encode(model, source_ids)
+        step_fn, cache = make_step_fn(model, memory, memory_mask,
+                                      max_length, beam_size=beam_size)
+        start = tf.fill([tf.shape(source_ids)[0]], START_ID)
+        if beam_size == 1:
+            ids, _ = decoding.greedy_search(step_fn, start, cache,
+                                            max_length)
+            return ids
+        ids, _ = decoding.beam_search(step_fn, start, cache, max_length,
+                                      beam_size=beam_size,
+                                      length_penalty=length_penalty)
+        return ids[:, 0]
+
+    return search
+
+
+def _inplace_decode_step(self, query, key_cache, value_cache, index):
+    """`MultiHeadAttention.decode_step` with slice_update cache writes."""
+    key_cache = ops.slice_update(key_cache, (0, index, 0, 0),
+                                 self.key_dense(query))
+    value_cache = ops.slice_update(value_cache, (0, index, 0, 0),
+                                   self.value_dense(query))
+    positions = ops.arange(ops.shape(key_cache)[1], dtype="int32")
+    visible = ops.reshape(ops.less_equal(positions, index), (1, 1, -1))
+    outputs = self.attend(query, key_cache, value_cache, visible)
+    return outputs, key_cache, value_cache
+
+
+@contextlib.contextmanager
+def inplace_cache():
+    """Traces searches with in-place cache writes (prototype, see above).
+
+    Only tracing happens under the patch: trace the search (for example
+    with `get_concrete_function`) inside the `with` block.
+    """
+    original = attention.MultiHeadAttention.decode_step
+    attention.MultiHeadAttention.decode_step = _inplace_decode_step
+    try:
+        yield
+    finally:
+        attention.MultiHeadAttention.decode_step = original
+
+
+def fused_smoothed_loss(y_true, logits, label_smoothing: float = 0.1,
+                        pad_id: int = 0):
+    """Prototype: the paper's label-smoothed loss on TF's fused kernel.
+
+    (1 - eps) * -log p(y) + eps * -mean_k log p(k), written as
+    (1 - eps) * nll + eps * (logsumexp(z) - mean(z)) with nll from
+    `tf.nn.sparse_softmax_cross_entropy_with_logits` (softmax and its
+    gradient in one op), averaged over the non-padding tokens.
+    """
+    labels = tf.cast(y_true, tf.int32)
+    logits = tf.cast(logits, tf.float32)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    uniform = tf.reduce_logsumexp(logits, -1) - tf.reduce_mean(logits, -1)
+    loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    weights = tf.cast(tf.not_equal(labels, pad_id), tf.float32)
+    return tf.reduce_sum(loss * weights) / tf.maximum(
+        tf.reduce_sum(weights), 1.0)
+
+
+def fast_masked_accuracy(y_true, logits, pad_id: int = 0):
+    """Prototype: token accuracy with `tf.argmax` (no -0.0 handling)."""
+    labels = tf.cast(y_true, tf.int32)
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                            labels), tf.float32)
+    weights = tf.cast(tf.not_equal(labels, pad_id), tf.float32)
+    return tf.reduce_sum(hits * weights) / tf.maximum(
+        tf.reduce_sum(weights), 1.0)
+
+
+def random_ids(rng: np.random.Generator, batch: int, length: int,
+               vocab_size: int) -> np.ndarray:
+    """int32 (batch, length) ids above the reserved ones; no padding."""
+    return rng.integers(len(RESERVED_TOKENS), vocab_size,
+                        size=(batch, length)).astype(np.int32)
+
+
+def count_matmul_parameters(config) -> dict:
+    """Weights that multiply activations, per token, by part (no biases).
+
+    Encoder layer: 4 D^2 (Q, K, V, O) + 2 D F; decoder layer: 8 D^2 (self
+    and cross attention) + 2 D F; output projection: V D.
+    """
+    d, f = config.d_model, config.d_ff
+    return {"encoder": config.num_layers * (4 * d * d + 2 * d * f),
+            "decoder": config.num_layers * (8 * d * d + 2 * d * f),
+            "output_projection": config.target_vocab_size * d}
+
+
+def training_flops(config, batch: int, source_length: int,
+                   target_length: int) -> float:
+    """FLOPs of one training step (forward + backward).
+
+    6 x (P_enc x B S + (P_dec + P_out) x B T) for the weight matmuls (2 per
+    multiply-add, x3 for the backward pass) plus the attention products
+    Q K^T and A V: 12 x B x D x (N S^2 + N (T^2 + T S)), counting the full
+    score matrices (the causal half is computed and masked, not skipped).
+    """
+    parameters = count_matmul_parameters(config)
+    b, s, t = batch, source_length, target_length
+    dense = 6 * (parameters["encoder"] * b * s
+                 + (parameters["decoder"] + parameters["output_projection"])
+                 * b * t)
+    attention = 12 * b * config.d_model * config.num_layers * (
+        s * s + t * t + t * s)
+    return float(dense + attention)

@@ -1,0 +1,345 @@
+"""Renders the benchmark results as RESULTS.md and checks the targets."""
+
+from benchmarks.decoding import LABELS, OURS
+
+TRAINING_LABELS = {"ours": "ours (keras_transformer)",
+                   "ours_fused": "ours + fused loss and accuracy "
+                                 "(prototype)",
+                   "tutorial": "tutorial-style reference",
+                   "keras_hub": "keras-hub layers"}
+SECTIONS = ("## Machine", "## Library versions", "## Method",
+            "## Matmul ceiling", "## Training", "## Decoding: greedy",
+            "## Decoding: beam 4", "## Targets")
+
+
+def _cell(results, runtime, mode, batch, length):
+    for cell in results.get("decoding", []):
+        if (cell["runtime"], cell["mode"], cell["batch"],
+                cell["length"]) == (runtime, mode, batch, length):
+            return cell
+    return None
+
+
+def _seconds(results, runtime, mode, batch, length):
+    cell = _cell(results, runtime, mode, batch, length)
+    return None if cell is None else cell["seconds"]["median"]
+
+
+def _fastest(results, runtimes, mode, batch, length):
+    """(runtime, seconds) of the fastest runtime measured, or (None, None)."""
+    timed = [(s, r) for r in runtimes
+             if (s := _seconds(results, r, mode, batch, length)) is not None]
+    if not timed:
+        return None, None
+    seconds, runtime = min(timed)
+    return runtime, seconds
+
+
+def _reference_points(results):
+    settings = results["settings"]
+    points = settings["decode_plan"][0]["points"]
+    length = points[0][1]
+    batches = sorted({batch for batch, _ in points})
+    return length, batches
+
+
+def _target(description, ratio, threshold, detail, at_least=True):
+    if ratio is None:
+        return {"target": description, "ratio": None, "met": None,
+                "detail": detail + " (not measured)"}
+    met = ratio >= threshold if at_least else ratio <= threshold
+    return {"target": description, "ratio": ratio, "met": met,
+            "detail": detail}
+
+
+def evaluate_targets(results) -> list[dict]:
+    """The issue's targets, each met / not met with its ratio."""
+    targets = []
+    length, batches = _reference_points(results)
+    for batch in batches:
+        name, ours = _fastest(results, OURS, "greedy", batch, length)
+        for peer, label in (("hub_xla", "keras-hub cached XLA"),
+                            ("ct2_float32", "CTranslate2 float32")):
+            peer_seconds = _seconds(results, peer, "greedy", batch, length)
+            ratio = (peer_seconds / ours if None not in (peer_seconds, ours)
+                     else None)
+            targets.append(_target(
+                f"greedy, batch {batch}: our fastest runtime faster than "
+                f"{label}", ratio, 1.0,
+                f"{LABELS.get(name, name)} vs {label}, {length} tokens; "
+                "ratio = their time / ours"))
+        beam_name, beam = _fastest(results, OURS, "beam", batch, length)
+        peer_seconds = _seconds(results, "ct2_float32", "beam", batch,
+                                length)
+        ratio = (peer_seconds / beam if None not in (peer_seconds, beam)
+                 else None)
+        targets.append(_target(
+            f"beam 4, batch {batch}: our fastest runtime faster than "
+            "CTranslate2 float32", ratio, 1.0,
+            f"{LABELS.get(beam_name, beam_name)}; ratio = their time / ours"))
+        tutorial = _seconds(results, "tutorial", "greedy", batch, length)
+        ratio = tutorial / ours if None not in (tutorial, ours) else None
+        threshold = 5.0 if batch == 1 else 10.0
+        targets.append(_target(
+            f"cached greedy >= {threshold:.0f}x the no-cache loop, "
+            f"{length} tokens, batch {batch}", ratio, threshold,
+            "ratio = tutorial-style no-cache time / our fastest"))
+        short, long = results["settings"].get("length_pair",
+                                              [length, 2 * length])
+        swept = [r for r in OURS
+                 if _seconds(results, r, "greedy", batch, short) is not None]
+        name, long_seconds = _fastest(results, swept, "greedy", batch, long)
+        short_seconds = (_seconds(results, name, "greedy", batch, short)
+                         if name else None)
+        ratio = (long_seconds / short_seconds
+                 if None not in (long_seconds, short_seconds) else None)
+        targets.append(_target(
+            f"{long}-token decode <= 2.3x a {short}-token decode, batch "
+            f"{batch}", ratio, 2.3,
+            f"{LABELS.get(name, name)}, greedy; ratio = time({long}) / "
+            f"time({short})", at_least=False))
+        for mode in ("greedy", "beam"):
+            saved = _seconds(results, "saved_model", mode, batch, length)
+            onnx = _seconds(results, "onnx", mode, batch, length)
+            ratio = saved / onnx if None not in (saved, onnx) else None
+            targets.append(_target(
+                f"ONNX Runtime at least as fast as the SavedModel, {mode}, "
+                f"batch {batch}", ratio, 1.0,
+                "ratio = SavedModel time / ONNX Runtime time"))
+    targets.extend(_training_targets(results))
+    return targets
+
+
+def _best_training(results, peer):
+    runs = [r for r in results.get("training", [])
+            if r.get("peer") == peer and "error" not in r]
+    return max(runs, key=lambda r: r["target_tokens_per_second"],
+               default=None)
+
+
+def _training_targets(results):
+    ours = _best_training(results, "ours")
+    targets = []
+    for peer, threshold, text in (("tutorial", 1.2, ">= 1.2x"),
+                                  ("keras_hub", 1.0, "above")):
+        other = _best_training(results, peer)
+        ratio = (ours["target_tokens_per_second"]
+                 / other["target_tokens_per_second"]
+                 if ours and other else None)
+        targets.append(_target(
+            f"training {text} {TRAINING_LABELS[peer]}", ratio, threshold,
+            "best of with / without XLA for each; ratio = our tokens/s / "
+            "theirs"))
+    ceiling = results.get("matmul", {}).get("gflops_per_second")
+    share = (ours["gflops_per_second"] / ceiling
+             if ours and ceiling else None)
+    targets.append(_target(
+        "training at >= 75% of the matmul ceiling", share, 0.75,
+        "ratio = training GFLOP/s / matmul GFLOP/s"))
+    return targets
+
+
+# -- rendering -------------------------------------------------------------
+
+def _ms(seconds):
+    return f"{seconds * 1e3:,.1f}" if seconds < 10 else f"{seconds * 1e3:,.0f}"
+
+
+def _span(measurement):
+    text = (f"{_ms(measurement['median'])} ({_ms(measurement['minimum'])}"
+            f"–{_ms(measurement['maximum'])})")
+    return text + (" *" if measurement.get("noisy") else "")
+
+
+def _mib(value):
+    return f"{value / 2**20:,.0f}"
+
+
+def _machine(results):
+    machine = results["machine"]
+    lines = ["## Machine", "",
+             f"- Date: {machine['date']}",
+             f"- CPU: {machine['cpu']}, {machine['cores']} cores"
+             + (f" at {machine['mhz']:.0f} MHz" if "mhz" in machine else ""),
+             "- Instruction sets: " + (", ".join(machine["flags"]) or "?"),
+             f"- Memory: {machine['memory_gib']} GiB; "
+             f"{machine['platform']}; Python {machine['python']}"]
+    if "load_average" in machine:
+        lines.append(f"- Load average at start: {machine['load_average']}")
+    return lines
+
+
+def _versions(results):
+    lines = ["## Library versions", "", "| library | version |", "|---|---|"]
+    for name, version in results["versions"].items():
+        lines.append(f"| {name} | {version or 'not installed'} |")
+    lines.append("")
+    lines.append(f"CTranslate2 `CT2_USE_MKL`: {results['ctranslate2_use_mkl']}"
+                 " (CTranslate2 picks MKL on Intel CPUs and oneDNN on "
+                 "others; forcing MKL on this AMD CPU was 3-5x slower in a "
+                 "spot check, so the harness leaves the default).")
+    return lines
+
+
+def _method(results):
+    settings = results["settings"]
+    config = settings["config"]
+    return [
+        "## Method", "",
+        f"- One model size for every comparison: d_model {config['d_model']}"
+        f", {config['num_heads']} heads, d_ff {config['d_ff']}, "
+        f"{config['num_layers']} + {config['num_layers']} layers, "
+        f"vocabularies of {config['source_vocab_size']:,}, dropout "
+        f"{config['dropout_rate']}, random weights. Training batches: "
+        f"{settings['train_batch']} x {settings['train_source_length']} "
+        f"source x {settings['train_target_length']} target tokens, no "
+        "padding.",
+        f"- Each figure: median (min–max) over {settings['repeats']} "
+        f"repeats after {settings['warmup']} warm-up call(s); a repeat "
+        "during which other processes used more than 10% of a core "
+        "(/proc/stat busy time minus our own CPU time), or slower than 1.5x"
+        " the median of the others, is run again, never reported; `*` marks"
+        " a figure for which too few clean repeats could be had.",
+        "- Training FLOPs per step = 6 x (P_enc x B·S + (P_dec + P_out) x "
+        "B·T) + 12 x B x D x N x (S² + T² + T·S), with P the weights of the"
+        " matmuls (encoder layer 4D² + 2DF, decoder layer 8D² + 2DF, output"
+        " projection VD; biases and embedding look-ups not counted) and "
+        "the attention score and value products counted in full.",
+        "- Decoding at a forced length: the [END] row of the tied output "
+        "projection (the final Dense column for the tutorial model) is "
+        "zeroed, so no search ends early in any runtime; sources have as "
+        "many tokens as the output (`extra_length=0`). Times are per batch"
+        ", source ids (tokens for CTranslate2) in, target ids out.",
+        "- Peers: `benchmarks/reference_tutorial.py` (TensorFlow tutorial "
+        "recipe, head size d_model / heads, no cache: the decoder re-runs "
+        "on the whole prefix each step, the encoder once), "
+        "`benchmarks/keras_hub_peer.py` (keras-hub TransformerEncoder/"
+        "Decoder, its self/cross-attention caches in a tf.while_loop), "
+        "CTranslate2 via `export/ctranslate2.py`.",
+    ]
+
+
+def _matmul(results):
+    matmul = results["matmul"]
+    low, high = matmul["gflops_range"]
+    return ["## Matmul ceiling", "",
+            f"fp32 `tf.matmul` of two {matmul['size']} x {matmul['size']} "
+            f"matrices: **{matmul['gflops_per_second']:.1f} GFLOP/s** "
+            f"({low:.1f}–{high:.1f}); {_span(matmul['seconds'])} ms per "
+            "product."]
+
+
+def _training(results):
+    ceiling = results["matmul"]["gflops_per_second"]
+    lines = ["## Training", "",
+             "| model | XLA | target tokens/s | ms per step | GFLOP/s | "
+             "share of matmul ceiling | peak RSS MiB (over start) | "
+             "parameters | first step s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in results["training"]:
+        label = TRAINING_LABELS.get(run["peer"], run["peer"])
+        xla = "yes" if run["jit_compile"] else "no"
+        if "error" in run:
+            lines.append(f"| {label} | {xla} | failed: {run['error'][:120]}"
+                         " | | | | | | |")
+            continue
+        low, high = run["tokens_per_second_range"]
+        rss = run["peak_rss_bytes"]
+        lines.append(
+            f"| {label} | {xla} | {run['target_tokens_per_second']:,.0f} "
+            f"({low:,.0f}–{high:,.0f}) | {_span(run['seconds_per_step'])} | "
+            f"{run['gflops_per_second']:.1f} | "
+            f"{run['gflops_per_second'] / ceiling:.0%} | {_mib(rss)} "
+            f"({_mib(rss - run['baseline_rss_bytes'])}) | "
+            f"{run['parameters']:,} | {run['first_step_seconds']:.1f} |")
+    return lines
+
+
+def _decoding(results, mode, title):
+    cells = [c for c in results.get("decoding", []) if c["mode"] == mode]
+    lines = [title, ""]
+    if not cells:
+        return lines + ["Not measured."]
+    lines.append("Milliseconds per batch, median (min–max); tokens/s in "
+                 "the last column at the longest length measured.")
+    for batch in sorted({c["batch"] for c in cells}):
+        rows = [c for c in cells if c["batch"] == batch]
+        lengths = sorted({c["length"] for c in rows})
+        lines += ["", f"Batch {batch}:", "",
+                  "| runtime | " + " | ".join(f"{n} tokens" for n in lengths)
+                  + " | tokens/s |",
+                  "|---|" + "---|" * (len(lengths) + 1)]
+        for runtime in dict.fromkeys(c["runtime"] for c in rows):
+            mine = {c["length"]: c for c in rows if c["runtime"] == runtime}
+            row = [_span(mine[n]["seconds"]) if n in mine else "–"
+                   for n in lengths]
+            wrong = [n for n, c in mine.items() if c["output_length"] != n]
+            last = mine[max(mine)]
+            label = LABELS.get(runtime, runtime)
+            if wrong:
+                label += f" (output length differs at {wrong})"
+            lines.append(f"| {label} | " + " | ".join(row)
+                         + f" | {last['tokens_per_second']:,.0f} |")
+    return lines
+
+
+def _quality(results):
+    quality = results.get("quality")
+    if not quality:
+        return []
+    lines = ["## Quality", "", f"From `{quality['run_dir']}/metrics.json`.",
+             "", "| search | exact match | BLEU | chrF | sentences |",
+             "|---|---|---|---|---|"]
+    for name, metrics in quality["results"].items():
+        exact = metrics.get("exact_match")
+        lines.append(
+            f"| {name} | {'' if exact is None else f'{exact:.1%}'} | "
+            f"{metrics.get('bleu', '')} | {metrics.get('chrf', '')} | "
+            f"{metrics.get('sentences', '')} |")
+    for key in ("train_seconds", "total_seconds"):
+        if key in quality:
+            lines.append(f"\n{key.replace('_', ' ')}: {quality[key]:.0f}")
+    return lines
+
+
+def _targets(results):
+    lines = ["## Targets", "", "| target | ratio | met | how |",
+             "|---|---|---|---|"]
+    for target in results["targets"]:
+        ratio = ("–" if target["ratio"] is None
+                 else f"{target['ratio']:.2f}")
+        met = {True: "met", False: "**not met**", None: "not measured"}[
+            target["met"]]
+        lines.append(f"| {target['target']} | {ratio} | {met} | "
+                     f"{target['detail']} |")
+    return lines
+
+
+def _notes(results):
+    lines = ["## Notes", ""]
+    for name, seconds in results.get("export_seconds", {}).items():
+        lines.append(f"- Export {name}: {seconds:.1f} s.")
+    for runtime, reason in results.get("unavailable", {}).items():
+        lines.append(f"- {LABELS.get(runtime, runtime)} not measured: "
+                     f"{reason[:300]}")
+    phases = ", ".join(f"{name.replace('_', ' ')} {seconds:.0f} s"
+                       for name, seconds in results.get(
+                           "phase_seconds", {}).items())
+    lines.append(f"- Whole run: {results['total_seconds']:.0f} s ({phases}).")
+    return lines
+
+
+def render(results) -> str:
+    """RESULTS.md text."""
+    kind = ("quick smoke run (`--quick`): tiny sizes, the figures are not "
+            "measurements" if results["quick"] else "full run")
+    parts = [["# keras-transformer benchmarks", "",
+              f"Written by `keras-transformer bench` ({kind}).",
+              "Regenerate with `keras-transformer bench` on a quiet "
+              "machine."],
+             _machine(results), _versions(results), _method(results),
+             _matmul(results), _training(results),
+             _decoding(results, "greedy", "## Decoding: greedy"),
+             _decoding(results, "beam", "## Decoding: beam 4"),
+             _quality(results), _targets(results), _notes(results)]
+    return "\n\n".join("\n".join(part) for part in parts if part) + "\n"
