@@ -11,7 +11,8 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
 - "saved_model": the exported SavedModel, reloaded, same functions;
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
-  CTranslate2 (tokens in, tokens out);
+  CTranslate2 (tokens in, tokens out) in a process of its own
+  (`benchmarks.ct2_worker`);
 - "hub", "hub_xla": keras-hub layers, cached greedy loop, without / with
   XLA;
 - "tutorial": the tutorial-style model, no cache (greedy only).
@@ -48,6 +49,7 @@ LABELS = {
     "tutorial": "tutorial-style, no cache",
 }
 OURS = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx")
+SHIPPED = ("ours", "saved_model", "onnx")
 GREEDY_ONLY = ("hub", "hub_xla", "tutorial")
 
 
@@ -67,7 +69,8 @@ class DecodingBench:
         self.vocabulary = ours.synthetic_vocabulary(config.target_vocab_size)
         self.model = ours.build_model(config)
         ours.suppress_token(self.model, END_ID)
-        self.translator = ours.make_translator(self.model, self.vocabulary)
+        self.source_length = settings["source_length"]
+        self.tokenizer = ours.make_tokenizer(self.vocabulary)
         self.unavailable = {}
         self.export_seconds = {}
         self._cache = {}
@@ -75,7 +78,10 @@ class DecodingBench:
         self._sources = {}
 
     def close(self):
-        """Deletes the temporary export directory (if this made one)."""
+        """Stops the CTranslate2 worker; deletes the temporary exports."""
+        for key, value in self._cache.items():
+            if isinstance(key, tuple) and key[0] == "ct2_worker":
+                value.close()
         self._cache.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -88,37 +94,61 @@ class DecodingBench:
             self._cache[key] = build()
         return self._cache[key]
 
-    def _saved_model(self):
+    def translator(self, length: int):
+        """Our Translator whose maximum output is `length` tokens.
+
+        The paper's rule gives source length + `extra_length`; sources
+        have `source_length` tokens, so `extra_length` = length - that.
+        """
+        return self._once(("translator", length), lambda: (
+            ours.make_translator(self.model, self.tokenizer,
+                                 extra_length=length - self.source_length)))
+
+    def _saved_model(self, length):
         from export.saved_model import export_saved_model
 
-        path = os.path.join(self.workdir, "saved_model")
-        with _timed(self.export_seconds, "saved_model"):
-            export_saved_model(self.translator, path)
+        path = os.path.join(self.workdir, f"saved_model_{length}")
+        with _timed(self.export_seconds, f"saved_model ({length} tokens)"):
+            export_saved_model(self.translator(length), path)
         return tf.saved_model.load(path)
 
-    def _onnx(self):
+    def _onnx(self, length, mode):
         from export.onnx import export_onnx
         from export.onnx_runtime import make_session
 
-        path = os.path.join(self.workdir, "onnx")
-        with _timed(self.export_seconds, "onnx"):
-            export_onnx(self.translator, path, verify=False)
-        return {mode: make_session(os.path.join(path, f"{mode}.onnx"))
-                for mode in ("greedy", "beam")}
+        path = os.path.join(self.workdir, f"onnx_{length}_{mode}")
+        with _timed(self.export_seconds,
+                    f"onnx {mode} ({length} tokens)"):
+            export_onnx(self.translator(length), path, modes=(mode,),
+                        verify=False)
+        return make_session(os.path.join(path, f"{mode}.onnx"))
 
     def _ct2(self, quantization):
-        import ctranslate2
-
+        """Converts the model; returns its directory (timed elsewhere)."""
         from export.ctranslate2 import convert_model
 
         path = os.path.join(self.workdir, f"ct2_{quantization or 'f32'}")
         with _timed(self.export_seconds,
-                          f"ct2_{quantization or 'float32'}"):
+                    f"ct2_{quantization or 'float32'}"):
             convert_model(self.model, self.vocabulary, self.vocabulary,
                           path, quantization)
-        return ctranslate2.Translator(
-            path, device="cpu", inter_threads=1,
-            intra_threads=os.cpu_count() or 0)
+        return path
+
+    def _measure_ct2(self, runtime, beam, source, length):
+        from benchmarks.ct2_worker import Worker
+
+        quantization = None if runtime == "ct2_float32" else "int8"
+        path = self._once(runtime, lambda: self._ct2(quantization))
+        # One process per model: after int8 decoding, float32 decoding in
+        # the same process ran up to 5x slower (CTranslate2 4.8, oneDNN).
+        worker = self._once(("ct2_worker", runtime), Worker)
+        tokens = [[self.vocabulary[i] for i in row] for row in source]
+        answer = worker.measure({
+            "model_dir": path, "tokens": tokens, "beam": beam,
+            "length": length, "repeats": self.settings["repeats"],
+            "warmup": self.settings["warmup"],
+            "min_repeat_seconds": self.settings["min_repeat_seconds"]})
+        return answer["seconds"], answer["output_length"]
 
     def _hub(self):
         peer = keras_hub_peer.build(self.config)
@@ -130,21 +160,33 @@ class DecodingBench:
         reference_tutorial.suppress_token(model, END_ID)
         return model
 
-    def runner(self, runtime: str, beam: int, batch: int, length: int):
-        """A no-argument callable decoding one batch; returns ids (B, N)."""
-        if runtime in GREEDY_ONLY and beam != 1:
-            raise ValueError(f"{runtime} has no beam search")
-        key = (batch, length)
-        if key not in self._sources:
-            source = ours.random_ids(self._rng, batch, length,
+    def source(self, batch: int) -> np.ndarray:
+        """The random source ids (B, source_length) ending with [END]."""
+        if batch not in self._sources:
+            source = ours.random_ids(self._rng, batch, self.source_length,
                                      self.config.source_vocab_size)
             source[:, -1] = END_ID
-            self._sources[key] = source
-        source = self._sources[key]
+            self._sources[batch] = source
+        return self._sources[batch]
+
+    def runner(self, runtime: str, beam: int, batch: int, length: int):
+        """A no-argument callable decoding one batch; returns ids (B, N).
+
+        CTranslate2 runtimes have none: they are timed in their own
+        process (`benchmarks.ct2_worker`).
+        """
+        if runtime in GREEDY_ONLY and beam != 1:
+            raise ValueError(f"{runtime} has no beam search")
+        if length < self.source_length:
+            raise ValueError(
+                f"Output lengths start at the source length "
+                f"({self.source_length}). Received: length={length}")
+        source = self.source(batch)
         tensor = tf.constant(source)
         if runtime == "ours":
-            fn = (self.translator.translate_tokens_greedy if beam == 1
-                  else self.translator.translate_tokens)
+            translator = self.translator(length)
+            fn = (translator.translate_tokens_greedy if beam == 1
+                  else translator.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
         if runtime == "ours_xla":
             search = self._once(("ours_xla", length, beam), lambda: (
@@ -157,27 +199,18 @@ class DecodingBench:
                 search.get_concrete_function(tensor)
             return lambda: search(tensor)
         if runtime == "saved_model":
-            loaded = self._once("saved_model", self._saved_model)
+            loaded = self._once(("saved_model", length),
+                                lambda: self._saved_model(length))
             fn = (loaded.translate_tokens_greedy if beam == 1
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
         if runtime == "onnx":
             from export.onnx_runtime import run_search
 
-            session = self._once("onnx", self._onnx)[
-                "greedy" if beam == 1 else "beam"]
+            mode = "greedy" if beam == 1 else "beam"
+            session = self._once(("onnx", length, mode),
+                                 lambda: self._onnx(length, mode))
             return lambda: run_search(session, source)["target_ids"]
-        if runtime.startswith("ct2_"):
-            quantization = None if runtime == "ct2_float32" else "int8"
-            translator = self._once(runtime, lambda: self._ct2(quantization))
-            tokens = [[self.vocabulary[i] for i in row] for row in source]
-
-            def run():
-                results = translator.translate_batch(
-                    tokens, beam_size=beam, max_decoding_length=length)
-                return [r.hypotheses[0] for r in results]
-
-            return run
         if runtime in ("hub", "hub_xla"):
             peer = self._once("hub", self._hub)
             jit = runtime == "hub_xla"
@@ -198,29 +231,35 @@ class DecodingBench:
         if runtime in self.unavailable:
             return None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                run = self.runner(runtime, beam, batch, length)
-                output = run()
-                measurement = timing.measure(
-                    run, repeats=self.settings["repeats"],
-                    warmup=self.settings["warmup"],
-                    min_repeat_seconds=self.settings["min_repeat_seconds"])
+            if runtime.startswith("ct2_"):
+                seconds, produced = self._measure_ct2(
+                    runtime, beam, self.source(batch), length)
+            else:
+                seconds, produced = self._measure_here(runtime, beam, batch,
+                                                       length)
         except Exception as error:  # noqa: BLE001 - reported, not hidden
             self.unavailable[runtime] = f"{type(error).__name__}: {error}"
             self.log(f"  {runtime} unavailable: "
                      f"{self.unavailable[runtime][:300]}")
             return None
-        produced = _output_length(output)
         return {"runtime": runtime, "beam": beam, "batch": batch,
                 "length": length, "output_length": produced,
-                "seconds": measurement.to_dict(),
-                "tokens_per_second": batch * length / measurement.median}
+                "seconds": seconds,
+                "tokens_per_second": batch * length / seconds["median"]}
+
+    def _measure_here(self, runtime, beam, batch, length):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = self.runner(runtime, beam, batch, length)
+            output = run()
+            measurement = timing.measure(
+                run, repeats=self.settings["repeats"],
+                warmup=self.settings["warmup"],
+                min_repeat_seconds=self.settings["min_repeat_seconds"])
+        return measurement.to_dict(), _output_length(output)
 
 
 def _output_length(output) -> int:
-    if isinstance(output, list):  # CTranslate2 tokens
-        return max(len(row) for row in output)
     return int(np.asarray(output).shape[-1])
 
 

@@ -54,8 +54,9 @@ def full_settings() -> dict:
         "mode": "full", "config": _small_config(),
         "train_batch": 64, "train_source_length": 32,
         "train_target_length": 32,
-        "repeats": 5, "warmup": 1, "min_repeat_seconds": 0.3,
+        "repeats": 5, "warmup": 2, "min_repeat_seconds": 0.3,
         "matmul_size": 2048, "isolate_training": True,
+        "source_length": 16,
         "length_pair": [64, 128],
         "training_runs": [[peer, jit] for peer in PEERS
                           for jit in (False, True)] + [
@@ -86,6 +87,7 @@ def quick_settings() -> dict:
         "train_target_length": 8,
         "repeats": 2, "warmup": 1, "min_repeat_seconds": 0.0,
         "matmul_size": 256, "isolate_training": False,
+        "source_length": 4,
         "length_pair": [4, 8],
         "training_runs": [[peer, False] for peer in PEERS],
         "decode_plan": [

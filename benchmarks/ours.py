@@ -4,9 +4,10 @@ Decoding benchmarks compare runtimes at a *forced* output length: the
 [END] row of the (tied) target embedding is zeroed, so its logit is exactly
 0 while the other 8,000 random logits reach far above it: no search ever
 ends early, in any runtime (TensorFlow, SavedModel, ONNX Runtime,
-CTranslate2), without a benchmark-only branch in the exported graphs. The
-translator gets `extra_length=0` and sources of N tokens, so the paper's
-maximum output length (source length + extra) is exactly N.
+CTranslate2), without a benchmark-only branch in the exported graphs.
+Sources have a fixed length S; for N output tokens the translator gets
+`extra_length = N - S`, so the paper's maximum output length (source
+length + extra) is exactly N.
 
 `make_static_search` is the prototype measured as "ours XLA": the same
 `encode` / `make_step_fn` / search functions inside one
@@ -62,11 +63,15 @@ def suppress_token(model: keras.Model, token_id: int) -> None:
             tf.zeros([kernel.shape[0]])))
 
 
-def make_translator(model: keras.Model, vocabulary: list[str],
-                    beam_size: int = 4) -> Translator:
-    tokenizer = SubwordTokenizer(vocabulary)
+def make_tokenizer(vocabulary: list[str]) -> SubwordTokenizer:
+    return SubwordTokenizer(vocabulary)
+
+
+def make_translator(model: keras.Model, tokenizer: SubwordTokenizer,
+                    extra_length: int = 0, beam_size: int = 4) -> Translator:
+    """A Translator whose outputs are source length + `extra_length`."""
     return Translator(model, tokenizer, tokenizer, beam_size=beam_size,
-                      extra_length=0)
+                      extra_length=extra_length)
 
 
 def make_static_search(model: keras.Model, max_length: int,

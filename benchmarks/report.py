@@ -1,6 +1,6 @@
 """Renders the benchmark results as RESULTS.md and checks the targets."""
 
-from benchmarks.decoding import LABELS, OURS
+from benchmarks.decoding import LABELS, OURS, SHIPPED
 
 TRAINING_LABELS = {"ours": "ours (keras_transformer)",
                    "ours_fused": "ours + fused loss and accuracy "
@@ -52,52 +52,71 @@ def _target(description, ratio, threshold, detail, at_least=True):
             "detail": detail}
 
 
+def _decoding_ratios(results, runtimes, batch, length, short, long):
+    """{target key: (ratio, runtime)} for our runtimes `runtimes`."""
+    ratios = {}
+    name, ours = _fastest(results, runtimes, "greedy", batch, length)
+    for peer in ("hub_xla", "ct2_float32", "tutorial"):
+        peer_seconds = _seconds(results, peer, "greedy", batch, length)
+        ratios[peer] = (peer_seconds / ours if None not in (
+            peer_seconds, ours) else None, name)
+    beam_name, beam = _fastest(results, runtimes, "beam", batch, length)
+    peer_seconds = _seconds(results, "ct2_float32", "beam", batch, length)
+    ratios["beam"] = (peer_seconds / beam if None not in (
+        peer_seconds, beam) else None, beam_name)
+    swept = [r for r in runtimes
+             if _seconds(results, r, "greedy", batch, short) is not None]
+    name, long_seconds = _fastest(results, swept, "greedy", batch, long)
+    short_seconds = (_seconds(results, name, "greedy", batch, short)
+                     if name else None)
+    ratios["length"] = (long_seconds / short_seconds if None not in (
+        long_seconds, short_seconds) else None, name)
+    return ratios
+
+
 def evaluate_targets(results) -> list[dict]:
-    """The issue's targets, each met / not met with its ratio."""
+    """The issue's targets, each met / not met with its ratio.
+
+    "Our fastest runtime" is the fastest of what the package ships (the
+    Translator, the SavedModel, ONNX Runtime); where the benchmark-only
+    XLA prototypes do better, the detail says so.
+    """
     targets = []
     length, batches = _reference_points(results)
+    short, long = results["settings"].get("length_pair",
+                                          [length, 2 * length])
     for batch in batches:
-        name, ours = _fastest(results, OURS, "greedy", batch, length)
-        for peer, label in (("hub_xla", "keras-hub cached XLA"),
-                            ("ct2_float32", "CTranslate2 float32")):
-            peer_seconds = _seconds(results, peer, "greedy", batch, length)
-            ratio = (peer_seconds / ours if None not in (peer_seconds, ours)
-                     else None)
-            targets.append(_target(
-                f"greedy, batch {batch}: our fastest runtime faster than "
-                f"{label}", ratio, 1.0,
-                f"{LABELS.get(name, name)} vs {label}, {length} tokens; "
-                "ratio = their time / ours"))
-        beam_name, beam = _fastest(results, OURS, "beam", batch, length)
-        peer_seconds = _seconds(results, "ct2_float32", "beam", batch,
-                                length)
-        ratio = (peer_seconds / beam if None not in (peer_seconds, beam)
-                 else None)
-        targets.append(_target(
-            f"beam 4, batch {batch}: our fastest runtime faster than "
-            "CTranslate2 float32", ratio, 1.0,
-            f"{LABELS.get(beam_name, beam_name)}; ratio = their time / ours"))
-        tutorial = _seconds(results, "tutorial", "greedy", batch, length)
-        ratio = tutorial / ours if None not in (tutorial, ours) else None
-        threshold = 5.0 if batch == 1 else 10.0
-        targets.append(_target(
-            f"cached greedy >= {threshold:.0f}x the no-cache loop, "
-            f"{length} tokens, batch {batch}", ratio, threshold,
-            "ratio = tutorial-style no-cache time / our fastest"))
-        short, long = results["settings"].get("length_pair",
-                                              [length, 2 * length])
-        swept = [r for r in OURS
-                 if _seconds(results, r, "greedy", batch, short) is not None]
-        name, long_seconds = _fastest(results, swept, "greedy", batch, long)
-        short_seconds = (_seconds(results, name, "greedy", batch, short)
-                         if name else None)
-        ratio = (long_seconds / short_seconds
-                 if None not in (long_seconds, short_seconds) else None)
-        targets.append(_target(
-            f"{long}-token decode <= 2.3x a {short}-token decode, batch "
-            f"{batch}", ratio, 2.3,
-            f"{LABELS.get(name, name)}, greedy; ratio = time({long}) / "
-            f"time({short})", at_least=False))
+        shipped = _decoding_ratios(results, SHIPPED, batch, length, short,
+                                   long)
+        prototypes = _decoding_ratios(results, OURS, batch, length, short,
+                                      long)
+        rows = (
+            ("hub_xla", f"greedy, batch {batch}: our fastest runtime faster "
+             "than keras-hub cached XLA", 1.0, True,
+             f"{length} tokens; ratio = their time / ours"),
+            ("ct2_float32", f"greedy, batch {batch}: our fastest runtime "
+             "faster than CTranslate2 float32", 1.0, True,
+             f"{length} tokens; ratio = their time / ours"),
+            ("beam", f"beam 4, batch {batch}: our fastest runtime faster "
+             "than CTranslate2 float32", 1.0, True,
+             f"{length} tokens; ratio = their time / ours"),
+            ("tutorial", f"cached greedy >= {5 if batch == 1 else 10}x the "
+             f"no-cache loop, {length} tokens, batch {batch}",
+             5.0 if batch == 1 else 10.0, True,
+             "ratio = tutorial-style no-cache time / ours"),
+            ("length", f"{long}-token decode <= 2.3x a {short}-token "
+             f"decode, batch {batch}", 2.3, False,
+             f"greedy; ratio = time({long}) / time({short})"),
+        )
+        for key, text, threshold, at_least, how in rows:
+            ratio, name = shipped[key]
+            detail = f"{LABELS.get(name, name)}; {how}"
+            best, best_name = prototypes[key]
+            if best_name != name and best is not None:
+                detail += (f" (with the prototypes: {best:.2f}, "
+                           f"{LABELS.get(best_name, best_name)})")
+            targets.append(_target(text, ratio, threshold, detail,
+                                   at_least=at_least))
         for mode in ("greedy", "beam"):
             saved = _seconds(results, "saved_model", mode, batch, length)
             onnx = _seconds(results, "onnx", mode, batch, length)
@@ -207,15 +226,26 @@ def _method(results):
         "the attention score and value products counted in full.",
         "- Decoding at a forced length: the [END] row of the tied output "
         "projection (the final Dense column for the tutorial model) is "
-        "zeroed, so no search ends early in any runtime; sources have as "
-        "many tokens as the output (`extra_length=0`). Times are per batch"
-        ", source ids (tokens for CTranslate2) in, target ids out.",
+        "zeroed, so no search ends early in any runtime. Sources have "
+        f"{settings['source_length']} tokens; for N output tokens our "
+        "Translator gets `extra_length` = N - "
+        f"{settings['source_length']} (the paper's rule: source length + "
+        "extra), the others a maximum length of N. Times are per batch, "
+        "source ids (tokens for CTranslate2) in, target ids out; "
+        "CTranslate2 runs in a process of its own.",
         "- Peers: `benchmarks/reference_tutorial.py` (TensorFlow tutorial "
         "recipe, head size d_model / heads, no cache: the decoder re-runs "
         "on the whole prefix each step, the encoder once), "
         "`benchmarks/keras_hub_peer.py` (keras-hub TransformerEncoder/"
         "Decoder, its self/cross-attention caches in a tf.while_loop), "
         "CTranslate2 via `export/ctranslate2.py`.",
+        "- Rows marked *prototype* are benchmark-only variants of ours "
+        "(`benchmarks/ours.py`), measured for optimization proposals: the "
+        "whole search in one XLA-compiled function with a static length; "
+        "that plus in-place cache writes (`ops.slice_update` instead of "
+        "`ops.where` over the cache); training with TF's fused sparse "
+        "softmax cross-entropy (label smoothing kept) and `tf.argmax` "
+        "accuracy. Targets are judged on what the package ships.",
     ]
 
 
