@@ -6,8 +6,6 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
   (tf.function graphs, the package's cached search);
 - "ours_xla": the same search in one `tf.function(jit_compile=True)` with a
   static maximum length (prototype, `benchmarks.ours.make_static_search`);
-- "ours_xla_inplace": that, with in-place cache writes (prototype,
-  `benchmarks.ours.inplace_cache`);
 - "saved_model": the exported SavedModel, reloaded, same functions;
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
@@ -34,12 +32,11 @@ import tensorflow as tf
 from benchmarks import keras_hub_peer, ours, reference_tutorial, timing
 from keras_transformer.text import END_ID
 
-RUNTIMES = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx",
+RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx",
             "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
 LABELS = {
     "ours": "ours, tf.function (Translator)",
     "ours_xla": "ours, XLA jit (prototype)",
-    "ours_xla_inplace": "ours, XLA jit + in-place cache (prototype)",
     "saved_model": "ours, SavedModel",
     "onnx": "ours, ONNX Runtime",
     "ct2_float32": "CTranslate2 float32",
@@ -48,7 +45,7 @@ LABELS = {
     "hub_xla": "keras-hub cached, XLA jit",
     "tutorial": "tutorial-style, no cache",
 }
-OURS = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx")
+OURS = ("ours", "ours_xla", "saved_model", "onnx")
 SHIPPED = ("ours", "saved_model", "onnx")
 GREEDY_ONLY = ("hub", "hub_xla", "tutorial")
 
@@ -191,12 +188,6 @@ class DecodingBench:
         if runtime == "ours_xla":
             search = self._once(("ours_xla", length, beam), lambda: (
                 ours.make_static_search(self.model, length, beam)))
-            return lambda: search(tensor)
-        if runtime == "ours_xla_inplace":
-            search = self._once(("ours_xla_inplace", length, beam), lambda: (
-                ours.make_static_search(self.model, length, beam)))
-            with ours.inplace_cache():
-                search.get_concrete_function(tensor)
             return lambda: search(tensor)
         if runtime == "saved_model":
             loaded = self._once(("saved_model", length),

@@ -28,7 +28,7 @@ from benchmarks.training import (
     run_training,
 )
 
-ALL = ("ours", "ours_xla", "ours_xla_inplace", "saved_model", "onnx",
+ALL = ("ours", "ours_xla", "saved_model", "onnx",
        "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
 BEAM = ("ours", "saved_model", "onnx", "ct2_float32", "ct2_int8")
 SWEEP = ("ours", "onnx", "ct2_float32", "hub_xla")
@@ -67,7 +67,7 @@ def full_settings() -> dict:
             {"name": "greedy", "beam": 1, "runtimes": list(SWEEP),
              "points": [(b, n) for b in (1, 32) for n in (16, 32, 128)]},
             {"name": "greedy", "beam": 1,
-             "runtimes": ["ours_xla", "ours_xla_inplace"],
+             "runtimes": ["ours_xla"],
              "points": [(1, 128), (32, 128)]},
             {"name": "beam", "beam": 4, "runtimes": list(BEAM),
              "points": points},

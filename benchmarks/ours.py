@@ -12,21 +12,13 @@ length + extra) is exactly N.
 `make_static_search` is the prototype measured as "ours XLA": the same
 `encode` / `make_step_fn` / search functions inside one
 `tf.function(jit_compile=True)` with a static maximum length.
-`inplace_cache()` is a second prototype, for a proposal: while a search is
-traced, self-attention writes each step's keys and values into the cache
-with `ops.slice_update` (a dynamic-update-slice, done in place by XLA)
-instead of `ops.where` over the whole cache.
 """
-
-import contextlib
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from keras_transformer import decoding
-from keras_transformer.layers import attention
 from keras_transformer.model import build_transformer, encode, make_step_fn
 from keras_transformer.text import RESERVED_TOKENS, START_ID, SubwordTokenizer
 from keras_transformer.translator import Translator
@@ -99,33 +91,6 @@ def make_static_search(model: keras.Model, max_length: int,
         return ids[:, 0]
 
     return search
-
-
-def _inplace_decode_step(self, query, key_cache, value_cache, index):
-    """`MultiHeadAttention.decode_step` with slice_update cache writes."""
-    key_cache = ops.slice_update(key_cache, (0, index, 0, 0),
-                                 self.key_dense(query))
-    value_cache = ops.slice_update(value_cache, (0, index, 0, 0),
-                                   self.value_dense(query))
-    positions = ops.arange(ops.shape(key_cache)[1], dtype="int32")
-    visible = ops.reshape(ops.less_equal(positions, index), (1, 1, -1))
-    outputs = self.attend(query, key_cache, value_cache, visible)
-    return outputs, key_cache, value_cache
-
-
-@contextlib.contextmanager
-def inplace_cache():
-    """Traces searches with in-place cache writes (prototype, see above).
-
-    Only tracing happens under the patch: trace the search (for example
-    with `get_concrete_function`) inside the `with` block.
-    """
-    original = attention.MultiHeadAttention.decode_step
-    attention.MultiHeadAttention.decode_step = _inplace_decode_step
-    try:
-        yield
-    finally:
-        attention.MultiHeadAttention.decode_step = original
 
 
 def fused_smoothed_loss(y_true, logits, label_smoothing: float = 0.1,

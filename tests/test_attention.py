@@ -113,7 +113,7 @@ def test_decode_step_equals_causal_call(rng):
     x = rng.normal(size=(B, T, D)).astype("float32")
     layer = MultiHeadAttention(num_heads=H, key_dim=K)
     expected = np.asarray(layer(x, x, use_causal_mask=True))
-    key_cache = np.zeros((B, T + 3, H, K), "float32")
+    key_cache = np.zeros((B, H, T + 3, K), "float32")  # head-major
     value_cache = np.zeros_like(key_cache)
     for index in range(T):
         out, key_cache, value_cache = layer.decode_step(

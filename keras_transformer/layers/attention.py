@@ -48,10 +48,32 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None,
     >>> tuple(out.shape), tuple(w.shape)
     ((2, 3, 4, 8), (2, 4, 3, 3))
     """
+    outputs, weights = _attention_heads_first(
+        _heads_first(query), _heads_first(key), _heads_first(value),
+        attention_mask, dropout, training)
+    return _heads_first(outputs), weights
+
+
+def _heads_first(x):
+    """(B, T, H, K) <-> (B, H, T, K)."""
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def _attention_heads_first(query, key, value, attention_mask=None,
+                           dropout=None, training=None):
+    """`scaled_dot_product_attention` on (B, H, T, K) / (B, H, S, K) heads.
+
+    The layout of the decoder's caches: both products are then plain
+    batched matmuls over (B, H), with no transpose of the keys or values
+    (which, for a cache, would copy all of it at every step).
+
+    Returns:
+        `(outputs (B, H, T, K), weights (B, H, T, S))`.
+    """
     # Scaling the queries before the product keeps float16 scores small.
     query = ops.multiply(query, ops.cast(
         1.0 / math.sqrt(query.shape[-1]), query.dtype))
-    scores = ops.einsum("bthk,bshk->bhts", query, key)  # (B, H, T, S)
+    scores = ops.einsum("bhtk,bhsk->bhts", query, key)
     scores = ops.cast(scores, "float32")
     if attention_mask is not None:
         mask = cast_mask(attention_mask)
@@ -62,7 +84,7 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None,
     weights = ops.cast(weights, value.dtype)
     if dropout is not None:
         weights = dropout(weights, training=training)
-    outputs = ops.einsum("bhts,bshk->bthk", weights, value)  # (B, T, H, K)
+    outputs = ops.einsum("bhts,bhsk->bhtk", weights, value)
     return outputs, weights
 
 
@@ -180,27 +202,63 @@ class MultiHeadAttention(keras.layers.Layer):
             return outputs, weights
         return outputs
 
+    def compute_key_value_heads_first(self, value, key=None):
+        """`compute_key_value` in the cache layout: each (B, H, S, K)."""
+        key_heads, value_heads = self.compute_key_value(value, key)
+        return _heads_first(key_heads), _heads_first(value_heads)
+
+    def attend_heads_first(self, query, key_heads, value_heads,
+                           attention_mask=None):
+        """`attend` (inference) to keys/values in the cache layout.
+
+        Args:
+            query: (B, T, D).
+            key_heads: (B, H, S, K). value_heads: (B, H, S, K).
+            attention_mask: optional bool, broadcastable to (B, H, T, S);
+                a (B, T, S) or (T, S) mask is broadcast over the heads.
+
+        Returns:
+            `(outputs (B, T, D), weights (B, H, T, S))`.
+        """
+        query_heads = _heads_first(self.query_dense(query))  # (B, H, T, K)
+        outputs, weights = _attention_heads_first(
+            query_heads, key_heads, value_heads, attention_mask)
+        return self.output_dense(_heads_first(outputs)), weights
+
     def decode_step(self, query, key_cache, value_cache, index):
         """Self-attention for one new position with a fixed-size cache.
 
-        Writes this step's key and value at `index` of the caches (no
-        concatenation: the caches keep their shape, so the step compiles
-        once) and attends to positions 0..index.
+        Writes this step's key and value at `index` of the caches with a
+        scatter of B x H rows (no concatenation and no pass over the whole
+        cache: the caches keep their shape, so the step compiles once) and
+        attends to positions 0..index. The caches are head-major, so the
+        attention products read them without a transpose.
 
         Args:
             query: (B, 1, D), the input at position `index`.
-            key_cache: (B, L, H, K). value_cache: (B, L, H, K).
+            key_cache: (B, H, L, K). value_cache: (B, H, L, K).
             index: int32 scalar, the position being decoded.
 
         Returns:
             `(outputs (B, 1, D), key_cache, value_cache)`.
         """
-        positions = ops.arange(ops.shape(key_cache)[1], dtype="int32")
-        write = ops.reshape(ops.equal(positions, index), (1, -1, 1, 1))
-        key_cache = ops.where(write, self.key_dense(query), key_cache)
-        value_cache = ops.where(write, self.value_dense(query), value_cache)
-        visible = ops.reshape(ops.less_equal(positions, index), (1, 1, -1))
-        outputs = self.attend(query, key_cache, value_cache, visible)
+        index = ops.cast(index, "int32")
+        shape = ops.shape(key_cache)
+        batch, heads, length = shape[0], shape[1], shape[2]
+        # (B, H, 3) coordinates [b, h, index] of the rows to write.
+        rows = ops.stack(ops.meshgrid(
+            ops.arange(batch, dtype="int32"),
+            ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1)
+        rows = ops.concatenate(
+            [rows, ops.broadcast_to(index, (batch, heads, 1))], axis=-1)
+        key_cache = ops.scatter_update(
+            key_cache, rows, _new_row(self.key_dense(query), key_cache))
+        value_cache = ops.scatter_update(
+            value_cache, rows, _new_row(self.value_dense(query), value_cache))
+        positions = ops.arange(length, dtype="int32")
+        visible = ops.reshape(ops.less_equal(positions, index), (1, 1, 1, -1))
+        outputs, _ = self.attend_heads_first(query, key_cache, value_cache,
+                                             visible)
         return outputs, key_cache, value_cache
 
     def compute_output_shape(self, query_shape, value_shape=None,
@@ -221,3 +279,7 @@ class MultiHeadAttention(keras.layers.Layer):
         })
         return config
 
+
+def _new_row(projected, cache):
+    """(B, 1, H, K) projection -> (B, H, K) row in the cache's dtype."""
+    return ops.cast(projected[:, 0], cache.dtype)

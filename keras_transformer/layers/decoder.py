@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_transformer.layers.encoder import _Block, _Stack, key_padding_mask
-from keras_transformer.masks import causal_mask, combine_masks
+from keras_transformer.masks import cast_mask, causal_mask, combine_masks
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -98,13 +98,15 @@ class DecoderLayer(_Block):
     def initial_cache(self, memory, max_length):
         """Cache for `decode_step`: cross keys/values once, empty self-cache.
 
-        Returns a dict of (B, L, H, K) "self_key"/"self_value" zeros with
-        L = `max_length`, and (B, S, H, K) "cross_key"/"cross_value".
+        Returns a dict of (B, H, L, K) "self_key"/"self_value" zeros with
+        L = `max_length`, and (B, H, S, K) "cross_key"/"cross_value": the
+        head-major layout `MultiHeadAttention.decode_step` reads without
+        transposing.
         """
-        cross_key, cross_value = self.cross_attention.compute_key_value(
-            memory)
+        cross_key, cross_value = (
+            self.cross_attention.compute_key_value_heads_first(memory))
         heads = ops.shape(cross_key)
-        empty = ops.zeros((heads[0], max_length, heads[2], heads[3]),
+        empty = ops.zeros((heads[0], heads[1], max_length, heads[3]),
                           dtype=cross_key.dtype)
         return {"self_key": empty, "self_value": empty,
                 "cross_key": cross_key, "cross_value": cross_value}
@@ -119,9 +121,16 @@ class DecoderLayer(_Block):
         hidden, self_key, self_value = self.self_attention.decode_step(
             hidden, cache["self_key"], cache["self_value"], index)
         inputs = self.self_attention_residual(inputs, hidden)
-        outputs, weights = self._cross_and_feed_forward(
-            inputs, cache["cross_key"], cache["cross_value"],
-            key_padding_mask(memory_mask))
+        hidden = self.cross_attention_residual.normalize_input(inputs)
+        if memory_mask is not None:  # (B, S) -> (B, 1, 1, S)
+            memory_mask = ops.expand_dims(
+                ops.expand_dims(cast_mask(memory_mask), 1), 1)
+        hidden, weights = self.cross_attention.attend_heads_first(
+            hidden, cache["cross_key"], cache["cross_value"], memory_mask)
+        inputs = self.cross_attention_residual(inputs, hidden)
+        hidden = self.feed_forward_residual.normalize_input(inputs)
+        hidden = self.feed_forward(hidden)
+        outputs = self.feed_forward_residual(inputs, hidden)
         cache = dict(cache, self_key=self_key, self_value=self_value)
         return outputs, cache, weights
 
