@@ -4,8 +4,8 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
 
 - "ours": `Translator.translate_tokens_greedy` / `translate_tokens`
   (tf.function graphs, the package's cached search);
-- "ours_xla": the same search in one `tf.function(jit_compile=True)` with a
-  static maximum length (prototype, `benchmarks.ours.make_static_search`);
+- "ours_xla": `Translator(jit_compile=True).search_tokens`, the same
+  search as one XLA program per input shape;
 - "saved_model": the exported SavedModel, reloaded, same functions;
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
@@ -36,7 +36,7 @@ RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx",
             "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
 LABELS = {
     "ours": "ours, tf.function (Translator)",
-    "ours_xla": "ours, XLA jit (prototype)",
+    "ours_xla": "ours, XLA (Translator jit_compile)",
     "saved_model": "ours, SavedModel",
     "onnx": "ours, ONNX Runtime",
     "ct2_float32": "CTranslate2 float32",
@@ -45,8 +45,7 @@ LABELS = {
     "hub_xla": "keras-hub cached, XLA jit",
     "tutorial": "tutorial-style, no cache",
 }
-OURS = ("ours", "ours_xla", "saved_model", "onnx")
-SHIPPED = ("ours", "saved_model", "onnx")
+SHIPPED = ("ours", "ours_xla", "saved_model", "onnx")
 GREEDY_ONLY = ("hub", "hub_xla", "tutorial")
 
 
@@ -186,9 +185,12 @@ class DecodingBench:
                   else translator.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
         if runtime == "ours_xla":
-            search = self._once(("ours_xla", length, beam), lambda: (
-                ours.make_static_search(self.model, length, beam)))
-            return lambda: search(tensor)
+            translator = self._once(("translator_xla", length), lambda: (
+                ours.make_translator(
+                    self.model, self.tokenizer,
+                    extra_length=length - self.source_length,
+                    jit_compile=True)))
+            return lambda: translator.search_tokens(tensor, beam)[0][:, 0]
         if runtime == "saved_model":
             loaded = self._once(("saved_model", length),
                                 lambda: self._saved_model(length))

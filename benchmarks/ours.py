@@ -9,18 +9,16 @@ Sources have a fixed length S; for N output tokens the translator gets
 `extra_length = N - S`, so the paper's maximum output length (source
 length + extra) is exactly N.
 
-`make_static_search` is the prototype measured as "ours XLA": the same
-`encode` / `make_step_fn` / search functions inside one
-`tf.function(jit_compile=True)` with a static maximum length.
+The training prototype (`fused_smoothed_loss`, `fast_masked_accuracy`)
+is measured for a proposal; the package does not use it.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_transformer import decoding
-from keras_transformer.model import build_transformer, encode, make_step_fn
-from keras_transformer.text import RESERVED_TOKENS, START_ID, SubwordTokenizer
+from keras_transformer.model import build_transformer
+from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer
 from keras_transformer.translator import Translator
 
 
@@ -60,37 +58,11 @@ def make_tokenizer(vocabulary: list[str]) -> SubwordTokenizer:
 
 
 def make_translator(model: keras.Model, tokenizer: SubwordTokenizer,
-                    extra_length: int = 0, beam_size: int = 4) -> Translator:
+                    extra_length: int = 0, beam_size: int = 4,
+                    jit_compile: bool = False) -> Translator:
     """A Translator whose outputs are source length + `extra_length`."""
     return Translator(model, tokenizer, tokenizer, beam_size=beam_size,
-                      extra_length=extra_length)
-
-
-def make_static_search(model: keras.Model, max_length: int,
-                       beam_size: int = 1, jit_compile: bool = True,
-                       length_penalty: float = 0.6):
-    """A tf.function: ids (B, S) -> target ids (B, max_length) (best beam).
-
-    Prototype of a Translator option: with a python-int `max_length` the
-    whole search (encoder, cache set-up and the loop) compiles with XLA.
-    """
-
-    @tf.function(jit_compile=jit_compile)
-    def search(source_ids):
-        memory, memory_mask = encode(model, source_ids)
-        step_fn, cache = make_step_fn(model, memory, memory_mask,
-                                      max_length, beam_size=beam_size)
-        start = tf.fill([tf.shape(source_ids)[0]], START_ID)
-        if beam_size == 1:
-            ids, _ = decoding.greedy_search(step_fn, start, cache,
-                                            max_length)
-            return ids
-        ids, _ = decoding.beam_search(step_fn, start, cache, max_length,
-                                      beam_size=beam_size,
-                                      length_penalty=length_penalty)
-        return ids[:, 0]
-
-    return search
+                      extra_length=extra_length, jit_compile=jit_compile)
 
 
 def fused_smoothed_loss(y_true, logits, label_smoothing: float = 0.1,

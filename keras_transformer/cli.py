@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--greedy", action="store_true")
     translate.add_argument("--nbest", type=int, default=1)
     translate.add_argument("--batch-size", type=int, default=64)
+    translate.add_argument(
+        "--jit-compile", action="store_true",
+        help="XLA-compile each search (faster on repeated shapes; every "
+             "new batch shape compiles once)")
     translate.add_argument("--plot-attention", default=None,
                            metavar="OUT.png",
                            help="cross-attention heatmap of the first text")
@@ -81,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--greedy", action="store_true")
     evaluate.add_argument("--beam", type=int, default=None)
+    evaluate.add_argument("--jit-compile", action="store_true",
+                          help="XLA-compile each search")
 
     export = commands.add_parser("export", help="SavedModel and ONNX")
     export.add_argument("--run", required=True)
@@ -139,7 +145,7 @@ def _cmd_train(args):
 
 def _cmd_translate(args):
     from keras_transformer.runs import load_translator
-    translator = load_translator(args.run)
+    translator = load_translator(args.run, jit_compile=args.jit_compile)
     texts = _read_texts(args)
     beam = 1 if args.greedy else args.beam
     nbest = args.nbest
@@ -172,7 +178,7 @@ def _cmd_evaluate(args):
     from keras_transformer.runs import evaluate_run
     beam = 1 if args.greedy else args.beam
     metrics = evaluate_run(args.run, args.data, split=args.split,
-                           beam_size=beam)
+                           beam_size=beam, jit_compile=args.jit_compile)
     _print_metrics(metrics)
 
 

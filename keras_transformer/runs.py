@@ -186,8 +186,9 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
 
 def load_translator(run_dir: str, beam_size: int = 4,
                     length_penalty: float = 0.6,
-                    extra_length: int = 50) -> Translator:
-    """The Translator of a trained run directory."""
+                    extra_length: int = 50,
+                    jit_compile: bool = False) -> Translator:
+    """The Translator of a trained run directory (see `Translator`)."""
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -197,18 +198,20 @@ def load_translator(run_dir: str, beam_size: int = 4,
     model = keras.models.load_model(path, safe_mode=True)
     return Translator(model, source, target, beam_size=beam_size,
                       length_penalty=length_penalty,
-                      extra_length=extra_length)
+                      extra_length=extra_length, jit_compile=jit_compile)
 
 
 def evaluate_run(run_dir: str, data: str, *, split: str = "test",
                  beam_size: int | None = None, batch_size: int = 64,
-                 translator: Translator | None = None) -> dict:
+                 translator: Translator | None = None,
+                 jit_compile: bool = False) -> dict:
     """Translates a held-out corpus; BLEU, chrF and exact match.
 
     The result is also stored under "evaluation" in `metrics.json`.
     `beam_size=1` is greedy search.
     """
-    translator = translator or load_translator(run_dir)
+    translator = translator or load_translator(run_dir,
+                                               jit_compile=jit_compile)
     corpus = load_corpus(data, split=split)
     hypotheses = translate_all(translator, corpus.sources, beam_size,
                                batch_size)

@@ -39,6 +39,15 @@ class Translator(tf.Module):
         length_penalty: float, GNMT alpha. Defaults to 0.6 (paper §6.1).
         extra_length: int, the output may be this much longer than the
             source. Defaults to 50 (paper §6.1).
+        jit_compile: bool, run the Python-level searches (`__call__` and
+            `search_tokens`) as one XLA-compiled program per input shape:
+            encoder, cache set-up and the whole search loop, with the
+            output length fixed at trace time. Same ids as without XLA
+            (up to float rounding); faster for repeated shapes, but each
+            new (batch size, source length) compiles once (seconds). The
+            `tf.function`s that are exported (`translate`,
+            `translate_tokens`, ...) never use XLA, so SavedModels and ONNX
+            files are the same either way. Defaults to False.
 
     Example:
     >>> translator = Translator(model, source_tokenizer, target_tokenizer)
@@ -48,7 +57,7 @@ class Translator(tf.Module):
     def __init__(self, model: keras.Model, source_tokenizer,
                  target_tokenizer, beam_size: int = 4,
                  length_penalty: float = 0.6, extra_length: int = 50,
-                 name: str | None = None):
+                 jit_compile: bool = False, name: str | None = None):
         for arg, value, low in (("beam_size", beam_size, 1),
                                 ("extra_length", extra_length, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or (
@@ -56,6 +65,10 @@ class Translator(tf.Module):
                 raise ValueError(
                     f"`{arg}` must be an int >= {low}. "
                     f"Received: {arg}={value!r}")
+        if not isinstance(jit_compile, bool):
+            raise TypeError(
+                "`jit_compile` must be a bool. "
+                f"Received: jit_compile={jit_compile!r}")
         if not length_penalty >= 0:
             raise ValueError(
                 "`length_penalty` must be >= 0. "
@@ -67,17 +80,24 @@ class Translator(tf.Module):
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.extra_length = extra_length
+        self.jit_compile = jit_compile
         self.max_length = model.get_layer("positional_encoding").max_length
 
     # -- token level -------------------------------------------------------
 
-    def _search(self, source_ids, beam_size):
-        """(B, S) ids -> ids (B, K, L) and scores (B, K); K = 1 is greedy."""
+    def _search(self, source_ids, beam_size, max_length=None):
+        """(B, S) ids -> ids (B, K, L) and scores (B, K); K = 1 is greedy.
+
+        `max_length` (a Python int, for XLA) is the paper's maximum output
+        length computed beforehand; by default it is computed here.
+        """
         source_ids = tf.convert_to_tensor(source_ids, tf.int32)
         source_ids = source_ids[:, :self.max_length]
-        lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
-        max_length = decoding.max_output_length(
-            lengths, self.extra_length, limit=self.max_length)
+        if max_length is None:
+            lengths = tf.reduce_sum(
+                tf.cast(source_ids != PAD_ID, tf.int32), 1)
+            max_length = decoding.max_output_length(
+                lengths, self.extra_length, limit=self.max_length)
         memory, memory_mask = encode(self.model, source_ids)
         step_fn, cache = make_step_fn(self.model, memory, memory_mask,
                                       max_length, beam_size)
@@ -138,14 +158,47 @@ class Translator(tf.Module):
 
     # -- Python conveniences -----------------------------------------------
 
-    def _search_ids(self, source_ids, beam_size):
-        """n-best search, one traced function per beam size (not saved)."""
+    def search_tokens(self, source_ids, beam_size: int | None = None):
+        """n-best search on ids from Python, XLA-compiled if `jit_compile`.
+
+        Args:
+            source_ids: int32 (B, S), pad id 0, each row ending with
+                [END] (as `source_ids` makes them).
+            beam_size: int, defaults to the translator's; 1 is greedy.
+
+        Returns:
+            `(ids int32 (B, K, L), scores float32 (B, K))`, best first, K
+            the beam size; rows end with [END] then padding.
+        """
+        beam_size = self.beam_size if beam_size is None else beam_size
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or (
+                beam_size < 1):
+            raise ValueError("`beam_size` must be an int >= 1. "
+                             f"Received: beam_size={beam_size!r}")
+        source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+        if source_ids.shape.rank != 2:
+            raise ValueError(
+                "`source_ids` must be a 2D (batch, length) tensor. "
+                f"Received: source_ids with shape {source_ids.shape}")
         searches = self.__dict__.setdefault("_searches", {})
-        if beam_size not in searches:
-            searches[beam_size] = tf.function(
-                lambda ids: self._search(ids, beam_size),
-                input_signature=[_IDS])
-        return searches[beam_size](source_ids)
+        if not self.jit_compile:
+            if beam_size not in searches:
+                searches[beam_size] = tf.function(
+                    lambda ids: self._search(ids, beam_size),
+                    input_signature=[_IDS])
+            return searches[beam_size](source_ids)
+        # XLA needs the output length at trace time: the paper's rule,
+        # computed here on the host, so the result is the same as above.
+        source_ids = source_ids[:, :self.max_length]
+        lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
+        max_length = int(decoding.max_output_length(
+            lengths, self.extra_length, limit=self.max_length))
+        key = ("xla", beam_size)
+        if key not in searches:
+            searches[key] = tf.function(
+                lambda ids, length: self._search(ids, beam_size, length),
+                jit_compile=True, reduce_retracing=False)
+        return searches[key](source_ids, max_length)
 
     def __call__(self, texts, beam_size: int | None = None,
                  nbest: int = 1) -> list:
@@ -165,7 +218,7 @@ class Translator(tf.Module):
         if not texts:
             return []
         source_ids = self.source_ids(tf.constant(texts, tf.string))
-        ids, scores = self._search_ids(source_ids, beam_size)
+        ids, scores = self.search_tokens(source_ids, beam_size)
         empty = _is_empty(source_ids).numpy().tolist()
         results = []
         for row, is_empty in enumerate(empty):

@@ -42,6 +42,9 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
                  "twelve", "four hundred and five"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
+    assert main(["translate", "--run", trained_run, "--greedy",
+                 "--jit-compile", "twelve", "four hundred and five"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines
 
     assert main(["translate", "--run", trained_run, "--nbest", "3",
                  "twelve"]) == 0

@@ -99,3 +99,38 @@ def test_python_call(translator):
     assert isinstance(single, tuple) and isinstance(single[0], str)
     with pytest.raises(ValueError, match="`nbest`"):
         translator("twelve", beam_size=2, nbest=3)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_jit_compiled_search_equals_graph_search(trained_run, translator,
+                                                 beam_size):
+    from keras_transformer.translator import Translator
+
+    xla = Translator(translator.model, translator.source_tokenizer,
+                     translator.target_tokenizer, jit_compile=True)
+    # Rows of different lengths, one empty: the output length the XLA
+    # program is traced with must be the paper's rule, as without XLA.
+    texts = SENTENCES + [""]
+    source_ids = translator.source_ids(tf.constant(texts))
+    ids, scores = translator.search_tokens(source_ids, beam_size)
+    xla_ids, xla_scores = xla.search_tokens(source_ids, beam_size)
+    np.testing.assert_array_equal(xla_ids.numpy(), ids.numpy())
+    np.testing.assert_allclose(xla_scores.numpy(), scores.numpy(),
+                               atol=1e-4)
+    expected = translator(texts, beam_size=beam_size)
+    got = xla(texts, beam_size=beam_size)
+    assert [text for text, _ in got] == [text for text, _ in expected]
+    np.testing.assert_allclose([score for _, score in got],
+                               [score for _, score in expected], atol=1e-4)
+
+
+def test_search_tokens_bad_input(translator):
+    from keras_transformer.translator import Translator
+
+    with pytest.raises(ValueError, match="`beam_size`"):
+        translator.search_tokens([[5, END_ID]], beam_size=0)
+    with pytest.raises(ValueError, match="`source_ids`"):
+        translator.search_tokens([5, END_ID])
+    with pytest.raises(TypeError, match="`jit_compile`"):
+        Translator(translator.model, translator.source_tokenizer,
+                   translator.target_tokenizer, jit_compile="yes")
