@@ -242,10 +242,12 @@ class MaskedAccuracy(keras.metrics.Metric):
         y_pred = keras.ops.convert_to_tensor(y_pred)
         _check_shapes(y_true, y_pred)
         weights = _token_weights(y_true, self.pad_id, sample_weight)
-        predicted = keras.ops.argmax(y_pred, axis=-1)
+        # tf.argmax directly: keras.ops.argmax adds four passes over the
+        # (B, T, V) logits to tell -0.0 from 0.0, which a token accuracy
+        # does not need (~4% of a training step at the benchmark size).
+        predicted = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
         hits = keras.ops.cast(
-            keras.ops.equal(predicted, keras.ops.cast(y_true,
-                                                      predicted.dtype)),
+            keras.ops.equal(predicted, keras.ops.cast(y_true, "int32")),
             "float32")
         self.correct.assign_add(keras.ops.sum(hits * weights))
         self.count.assign_add(keras.ops.sum(weights))
