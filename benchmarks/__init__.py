@@ -9,7 +9,7 @@ Modules:
     timing              repeated timing with disturbance detection; machine
     training            training throughput of one model (own process)
     decoding            decoding runtimes at a forced output length
-    ours                our model: random weights, forced length, prototypes
+    ours                our model: random weights, forced length
     reference_tutorial  a model built the way TensorFlow's NMT tutorial does
     keras_hub_peer      the same model from keras-hub layers, cached decoding
     report              RESULTS.md rendering and the issue's targets

@@ -22,15 +22,13 @@ import warnings
 from benchmarks import report, timing
 from benchmarks.training import (
     PEERS,
-    PROTOTYPES,
     run_in_subprocess,
     run_training,
 )
 
 ALL = ("ours", "ours_xla", "saved_model", "onnx",
        "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
-BEAM = ("ours", "ours_xla", "saved_model", "onnx", "ct2_float32",
-        "ct2_int8")
+BEAM = ("ours", "saved_model", "onnx", "ct2_float32", "ct2_int8")
 SWEEP = ("ours", "ours_xla", "onnx", "ct2_float32", "hub_xla")
 
 
@@ -59,8 +57,7 @@ def full_settings() -> dict:
         "source_length": 16,
         "length_pair": [64, 128],
         "training_runs": [[peer, jit] for peer in PEERS
-                          for jit in (False, True)] + [
-                              [name, False] for name in PROTOTYPES],
+                          for jit in (False, True)],
         "decode_plan": [
             {"name": "greedy", "beam": 1, "runtimes": list(ALL),
              "points": points},

@@ -1,4 +1,4 @@
-"""Our model in the benchmarks: random weights, forced lengths, prototypes.
+"""Our model in the benchmarks: random weights, forced lengths.
 
 Decoding benchmarks compare runtimes at a *forced* output length: the
 [END] row of the (tied) target embedding is zeroed, so its logit is exactly
@@ -8,9 +8,6 @@ CTranslate2), without a benchmark-only branch in the exported graphs.
 Sources have a fixed length S; for N output tokens the translator gets
 `extra_length = N - S`, so the paper's maximum output length (source
 length + extra) is exactly N.
-
-The training prototype (`fused_smoothed_loss`, `fast_masked_accuracy`)
-is measured for a proposal; the package does not use it.
 """
 
 import keras
@@ -63,35 +60,6 @@ def make_translator(model: keras.Model, tokenizer: SubwordTokenizer,
     """A Translator whose outputs are source length + `extra_length`."""
     return Translator(model, tokenizer, tokenizer, beam_size=beam_size,
                       extra_length=extra_length, jit_compile=jit_compile)
-
-
-def fused_smoothed_loss(y_true, logits, label_smoothing: float = 0.1,
-                        pad_id: int = 0):
-    """Prototype: the paper's label-smoothed loss on TF's fused kernel.
-
-    (1 - eps) * -log p(y) + eps * -mean_k log p(k), written as
-    (1 - eps) * nll + eps * (logsumexp(z) - mean(z)) with nll from
-    `tf.nn.sparse_softmax_cross_entropy_with_logits` (softmax and its
-    gradient in one op), averaged over the non-padding tokens.
-    """
-    labels = tf.cast(y_true, tf.int32)
-    logits = tf.cast(logits, tf.float32)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-    uniform = tf.reduce_logsumexp(logits, -1) - tf.reduce_mean(logits, -1)
-    loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-    weights = tf.cast(tf.not_equal(labels, pad_id), tf.float32)
-    return tf.reduce_sum(loss * weights) / tf.maximum(
-        tf.reduce_sum(weights), 1.0)
-
-
-def fast_masked_accuracy(y_true, logits, pad_id: int = 0):
-    """Prototype: token accuracy with `tf.argmax` (no -0.0 handling)."""
-    labels = tf.cast(y_true, tf.int32)
-    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                            labels), tf.float32)
-    weights = tf.cast(tf.not_equal(labels, pad_id), tf.float32)
-    return tf.reduce_sum(hits * weights) / tf.maximum(
-        tf.reduce_sum(weights), 1.0)
 
 
 def random_ids(rng: np.random.Generator, batch: int, length: int,

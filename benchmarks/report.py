@@ -3,8 +3,6 @@
 from benchmarks.decoding import LABELS, SHIPPED
 
 TRAINING_LABELS = {"ours": "ours (keras_transformer)",
-                   "ours_fused": "ours + fused loss and accuracy "
-                                 "(prototype)",
                    "tutorial": "tutorial-style reference",
                    "keras_hub": "keras-hub layers"}
 SECTIONS = ("## Machine", "## Library versions", "## Method",
@@ -235,9 +233,8 @@ def _method(results):
         "- \"ours, XLA\" is `Translator(jit_compile=True).search_tokens`: "
         "the whole search (encoder, cache set-up, loop) as one XLA program "
         "per input shape, the output length fixed at trace time by the "
-        "paper's rule. The row marked *prototype* (training) is a "
-        "benchmark-only variant of ours (`benchmarks/ours.py`), measured "
-        "for a proposal. Targets are judged on what the package ships.",
+        "paper's rule (greedy only: the Translator keeps beam search a "
+        "graph). Targets are judged on what the package ships.",
     ]
 
 

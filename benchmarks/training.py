@@ -1,11 +1,10 @@
 """Training throughput of one model, in this process or in a fresh one.
 
 `run_training(peer, jit_compile, settings)` builds one of "ours",
-"tutorial", "keras_hub" or the prototype "ours_fused" (ours with the loss
-and accuracy of `benchmarks.ours`, for a proposal) with the benchmark
-sizes, compiles it with its own recipe (ours: `compile_transformer`; the
-tutorial: its masked loss and Adam with the warm-up schedule; keras-hub:
-our loss and optimizer, as keras-hub prescribes none), and times
+"tutorial" or "keras_hub" with the benchmark sizes, compiles it with its
+own recipe (ours: `compile_transformer`; the tutorial: its masked loss
+and Adam with the warm-up schedule; keras-hub: our loss and optimizer,
+as keras-hub prescribes none), and times
 `train_on_batch` on one fixed random batch without padding. Run as
 `python -m benchmarks.training JSON` it prints the result as JSON on its
 last line: the harness runs each model in a fresh process, so that the
@@ -19,7 +18,6 @@ import time
 import warnings
 
 PEERS = ("ours", "tutorial", "keras_hub")
-PROTOTYPES = ("ours_fused",)
 
 
 def _config(settings):
@@ -36,18 +34,6 @@ def _build(peer, config, jit_compile):
         model = build_transformer(config)
         compile_transformer(model, config)
         model.jit_compile = jit_compile
-        return model, "dict"
-    if peer == "ours_fused":
-        from benchmarks import ours
-        from keras_transformer.model import build_transformer
-        from keras_transformer.training import make_optimizer
-
-        model = build_transformer(config)
-        model.compile(optimizer=make_optimizer(config),
-                      loss=lambda y, z: ours.fused_smoothed_loss(
-                          y, z, config.label_smoothing),
-                      metrics=[ours.fast_masked_accuracy],
-                      jit_compile=jit_compile)
         return model, "dict"
     if peer == "tutorial":
         from benchmarks import reference_tutorial
@@ -68,7 +54,7 @@ def _build(peer, config, jit_compile):
                           label_smoothing=config.label_smoothing),
                       jit_compile=jit_compile)
         return model, "dict"
-    raise ValueError(f"`peer` must be one of {PEERS + PROTOTYPES}. "
+    raise ValueError(f"`peer` must be one of {PEERS}. "
                      f"Received: peer={peer!r}")
 
 

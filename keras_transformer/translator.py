@@ -39,15 +39,19 @@ class Translator(tf.Module):
         length_penalty: float, GNMT alpha. Defaults to 0.6 (paper §6.1).
         extra_length: int, the output may be this much longer than the
             source. Defaults to 50 (paper §6.1).
-        jit_compile: bool, run the Python-level searches (`__call__` and
-            `search_tokens`) as one XLA-compiled program per input shape:
-            encoder, cache set-up and the whole search loop, with the
-            output length fixed at trace time. Same ids as without XLA
-            (up to float rounding); faster for repeated shapes, but each
-            new (batch size, source length) compiles once (seconds). The
-            `tf.function`s that are exported (`translate`,
-            `translate_tokens`, ...) never use XLA, so SavedModels and ONNX
-            files are the same either way. Defaults to False.
+        jit_compile: bool, run the Python-level greedy searches
+            (`__call__` and `search_tokens` with beam size 1) as one
+            XLA-compiled program per input shape: encoder, cache set-up
+            and the whole search loop, with the output length fixed at
+            trace time. Same ids as without XLA (up to float rounding);
+            faster for repeated shapes, but each new (batch size, source
+            length) compiles once (seconds). Beam search stays a graph:
+            compiled with XLA it ran 1.5x (batch 1) to 8x (batch 32)
+            slower on CPU, nearly all of it in XLA's TopK inside the loop
+            (benchmarks/RESULTS.md). The `tf.function`s that are exported
+            (`translate`, `translate_tokens`, ...) never use XLA, so
+            SavedModels and ONNX files are the same either way. Defaults
+            to False.
 
     Example:
     >>> translator = Translator(model, source_tokenizer, target_tokenizer)
@@ -159,7 +163,7 @@ class Translator(tf.Module):
     # -- Python conveniences -----------------------------------------------
 
     def search_tokens(self, source_ids, beam_size: int | None = None):
-        """n-best search on ids from Python, XLA-compiled if `jit_compile`.
+        """n-best search on ids from Python (greedy with XLA if `jit_compile`).
 
         Args:
             source_ids: int32 (B, S), pad id 0, each row ending with
@@ -181,7 +185,7 @@ class Translator(tf.Module):
                 "`source_ids` must be a 2D (batch, length) tensor. "
                 f"Received: source_ids with shape {source_ids.shape}")
         searches = self.__dict__.setdefault("_searches", {})
-        if not self.jit_compile:
+        if not self.jit_compile or beam_size > 1:
             if beam_size not in searches:
                 searches[beam_size] = tf.function(
                     lambda ids: self._search(ids, beam_size),
