@@ -313,12 +313,20 @@ def _quality(results):
         exact = metrics.get("exact_match")
         lines.append(
             f"| {name} | {'' if exact is None else f'{exact:.1%}'} | "
-            f"{metrics.get('bleu', '')} | {metrics.get('chrf', '')} | "
+            f"{_number(metrics.get('bleu'))} | "
+            f"{_number(metrics.get('chrf'))} | "
             f"{metrics.get('sentences', '')} |")
-    for key in ("train_seconds", "total_seconds"):
-        if key in quality:
-            lines.append(f"\n{key.replace('_', ' ')}: {quality[key]:.0f}")
+    times = [f"{label} {quality[key]:.0f} s" for key, label in (
+        ("train_seconds", "training"),
+        ("total_seconds", "whole quickstart (training, both evaluations, "
+         "exports and their checks)")) if key in quality]
+    if times:
+        lines += ["", "Time to reach them: " + "; ".join(times) + "."]
     return lines
+
+
+def _number(value):
+    return "" if value is None else f"{value:.2f}"
 
 
 def _targets(results):

@@ -173,7 +173,7 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         "target_vocab_size": target_tokenizer.vocab_size}
     if valid_encoded is not None:
         data_report["validation"] = valid_encoded.stats.summary()
-    _update_metrics(run_dir, {"data": data_report})
+    update_metrics(run_dir, {"data": data_report})
     _write_samples(run_dir, (valid or corpus).sources)
     logger.info("data: %s", data_report)
 
@@ -218,7 +218,7 @@ def evaluate_run(run_dir: str, data: str, *, split: str = "test",
     metrics = evaluate_translations(hypotheses, corpus.targets)
     metrics.update({"data": data, "split": split, "sentences": len(corpus),
                     "beam_size": beam_size or translator.beam_size})
-    _update_metrics(run_dir, {"evaluation": metrics})
+    update_metrics(run_dir, {"evaluation": metrics})
     metrics["examples"] = list(zip(corpus.sources[:5], hypotheses[:5],
                                    corpus.targets[:5]))
     return metrics
@@ -246,7 +246,8 @@ def _write_samples(run_dir, sources, count=64):
         f.writelines(" ".join(s.split()) + "\n" for s in sources[:count])
 
 
-def _update_metrics(run_dir, values):
+def update_metrics(run_dir: str, values: dict) -> None:
+    """Merges `values` into the run's metrics.json (created if missing)."""
     path = os.path.join(run_dir, METRICS_FILE)
     metrics = _read_json(path, run_dir) if os.path.exists(path) else {}
     metrics.update(values)

@@ -188,3 +188,14 @@ def test_suppressed_end_token_never_wins():
         model({"encoder_inputs": ids, "decoder_inputs": ids}))
     np.testing.assert_array_equal(logits[..., 3], 0.0)
     assert (logits.max(axis=-1) > 0).all()
+
+
+def test_quality_section_rounds_and_states_the_time():
+    results = {"quality": {
+        "run_dir": "runs/quickstart", "train_seconds": 144.4,
+        "total_seconds": 190.2,
+        "results": {"greedy": {"bleu": 100.00000000000004, "chrf": 99.987,
+                               "exact_match": 0.996, "sentences": 500}}}}
+    text = "\n".join(report._quality(results))
+    assert "| greedy | 99.6% | 100.00 | 99.99 | 500 |" in text
+    assert "training 144 s" in text and "190 s" in text

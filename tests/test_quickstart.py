@@ -1,0 +1,60 @@
+"""The quickstart's control flow: what it reports and stores.
+
+Training, evaluation and export are replaced by fakes (each has tests of
+its own); this checks that the figures reach metrics.json, where the
+benchmark report reads them (`benchmarks.harness.read_quality`).
+"""
+
+import json
+
+import export
+from benchmarks import harness
+from keras_transformer import quickstart as quickstart_module
+
+
+def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    calls = []
+
+    def fake_train(data, run, **settings):
+        calls.append(("train", data, settings["epochs"]))
+
+    def fake_evaluate(run, data, beam_size=None):
+        calls.append(("evaluate", beam_size))
+        exact = 0.9 if beam_size == 1 else 0.95
+        return {"bleu": 90.0 + beam_size, "chrf": 97.0,
+                "exact_match": exact, "sentences": 500,
+                "examples": [("twelve", "douze", "douze")]}
+
+    def fake_export(run, out, fmt):
+        calls.append(("export", fmt))
+        return {"saved_model": {"path": out, "identical": 3,
+                                "comparisons": 3,
+                                "max_score_difference": 0.0},
+                "onnx": {"verification": {
+                    "identical": {"beam": 2}, "sentences": 2,
+                    "saved_model_identical": {"beam": 2},
+                    "max_score_difference": {"beam": 0.0}},
+                    "files": {"beam.onnx": 1e6}, "nodes": {"beam": 10}}}
+
+    monkeypatch.setattr(quickstart_module, "train_run", fake_train)
+    monkeypatch.setattr(quickstart_module, "evaluate_run", fake_evaluate)
+    monkeypatch.setattr(export, "export_run", fake_export)
+    lines = []
+    results = quickstart_module.quickstart(str(run_dir), epochs=2,
+                                           report=lines.append)
+
+    assert calls == [("train", "bundled:fr", 2), ("evaluate", 1),
+                     ("evaluate", 4), ("export", "all")]
+    stored = json.loads((run_dir / "metrics.json").read_text())["quickstart"]
+    assert stored["greedy"]["exact_match"] == 0.9
+    assert stored["beam"]["bleu"] == 94.0
+    assert "examples" not in stored["beam"]
+    assert stored["total_seconds"] >= stored["train_seconds"] >= 0
+    assert stored["train_seconds"] == results["train_seconds"]
+    assert any("exact match  90.0%" in line for line in lines)
+
+    quality = harness.read_quality(str(run_dir))
+    assert set(quality["results"]) == {"greedy", "beam"}
+    assert quality["total_seconds"] == stored["total_seconds"]
