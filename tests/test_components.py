@@ -1,5 +1,6 @@
 """Embedding, feed-forward and residual blocks against NumPy formulas."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -60,6 +61,29 @@ def test_residual_norm_equals_numpy(norm_first, rng):
         np.testing.assert_allclose(
             out, reference.layer_norm(x + y, gamma, beta, 1e-6), atol=1e-5)
         np.testing.assert_allclose(block.normalize_input(x), x)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_residual_norm_equals_keras_layer_norm(policy, rng):
+    # Our written-out LayerNorm against Keras' own layer, same weights.
+    keras.config.set_dtype_policy(policy)
+    block = ResidualNorm(dropout_rate=0.0, epsilon=1e-6)
+    x, y = (3 * rng.normal(size=(2, 5, 16)).astype("float32") + 1
+            for _ in range(2))
+    block(x, y)
+    gamma, beta = (rng.normal(size=16).astype("float32") for _ in range(2))
+    block.set_weights([gamma, beta])
+    keras_norm = keras.layers.LayerNormalization(epsilon=1e-6)
+    keras_norm.build((2, 5, 16))
+    keras_norm.set_weights([gamma, beta])
+    out = block(x, y)
+    expected = keras_norm(x + y)
+    assert out.dtype == expected.dtype
+    tolerance = 1e-5 if policy == "float32" else 1e-2
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")),
+        keras.ops.convert_to_numpy(keras.ops.cast(expected, "float32")),
+        atol=tolerance)
 
 
 def test_residual_dropout_only_in_training(rng):
