@@ -98,10 +98,7 @@ class Translator(tf.Module):
         source_ids = tf.convert_to_tensor(source_ids, tf.int32)
         source_ids = source_ids[:, :self.max_length]
         if max_length is None:
-            lengths = tf.reduce_sum(
-                tf.cast(source_ids != PAD_ID, tf.int32), 1)
-            max_length = decoding.max_output_length(
-                lengths, self.extra_length, limit=self.max_length)
+            max_length = self._max_output_length(source_ids)
         memory, memory_mask = encode(self.model, source_ids)
         step_fn, cache = make_step_fn(self.model, memory, memory_mask,
                                       max_length, beam_size)
@@ -113,6 +110,12 @@ class Translator(tf.Module):
         return decoding.beam_search(step_fn, start, cache, max_length,
                                     beam_size=beam_size,
                                     length_penalty=self.length_penalty)
+
+    def _max_output_length(self, source_ids):
+        """The paper's maximum output length for (truncated) source ids."""
+        lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
+        return decoding.max_output_length(lengths, self.extra_length,
+                                          limit=self.max_length)
 
     def _best(self, source_ids, beam_size):
         ids, scores = self._search(source_ids, beam_size)
@@ -194,9 +197,7 @@ class Translator(tf.Module):
         # XLA needs the output length at trace time: the paper's rule,
         # computed here on the host, so the result is the same as above.
         source_ids = source_ids[:, :self.max_length]
-        lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
-        max_length = int(decoding.max_output_length(
-            lengths, self.extra_length, limit=self.max_length))
+        max_length = int(self._max_output_length(source_ids))
         key = ("xla", beam_size)
         if key not in searches:
             searches[key] = tf.function(

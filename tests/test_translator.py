@@ -117,6 +117,10 @@ def test_jit_compiled_search_equals_graph_search(trained_run, translator,
     np.testing.assert_array_equal(xla_ids.numpy(), ids.numpy())
     np.testing.assert_allclose(xla_scores.numpy(), scores.numpy(),
                                atol=1e-4)
+    # Greedy runs as an XLA program; beam search stays the graph search.
+    xla_searches = [key for key in xla.__dict__["_searches"]
+                    if isinstance(key, tuple)]
+    assert xla_searches == ([("xla", 1)] if beam_size == 1 else [])
     expected = translator(texts, beam_size=beam_size)
     got = xla(texts, beam_size=beam_size)
     assert [text for text, _ in got] == [text for text, _ in expected]

@@ -251,10 +251,11 @@ class MultiHeadAttention(keras.layers.Layer):
             ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1)
         rows = ops.concatenate(
             [rows, ops.broadcast_to(index, (batch, heads, 1))], axis=-1)
-        key_cache = ops.scatter_update(
-            key_cache, rows, _new_row(self.key_dense(query), key_cache))
-        value_cache = ops.scatter_update(
-            value_cache, rows, _new_row(self.value_dense(query), value_cache))
+        # Projections (B, 1, H, K) -> rows (B, H, K).
+        key_cache = ops.scatter_update(key_cache, rows,
+                                       self.key_dense(query)[:, 0])
+        value_cache = ops.scatter_update(value_cache, rows,
+                                         self.value_dense(query)[:, 0])
         positions = ops.arange(length, dtype="int32")
         visible = ops.reshape(ops.less_equal(positions, index), (1, 1, 1, -1))
         outputs, _ = self.attend_heads_first(query, key_cache, value_cache,
@@ -278,8 +279,3 @@ class MultiHeadAttention(keras.layers.Layer):
                 self.bias_initializer),
         })
         return config
-
-
-def _new_row(projected, cache):
-    """(B, 1, H, K) projection -> (B, H, K) row in the cache's dtype."""
-    return ops.cast(projected[:, 0], cache.dtype)

@@ -77,16 +77,22 @@ class DecoderLayer(_Block):
         inputs = self.self_attention_residual(inputs, hidden,
                                               training=training)
         key, value = self.cross_attention.compute_key_value(memory)
+        cross_mask = key_padding_mask(memory_mask)
         inputs, weights = self._cross_and_feed_forward(
-            inputs, key, value, key_padding_mask(memory_mask), training)
+            inputs, lambda hidden: self.cross_attention.attend(
+                hidden, key, value, cross_mask,
+                return_attention_scores=True, training=training),
+            training)
         return (inputs, weights) if return_attention_scores else inputs
 
-    def _cross_and_feed_forward(self, inputs, key, value, memory_mask,
-                                training=None):
+    def _cross_and_feed_forward(self, inputs, cross_attend, training=None):
+        """Cross-attention and feed-forward blocks, both with residuals.
+
+        `cross_attend(hidden) -> (outputs, weights)` attends to the memory
+        (its keys and values in either layout).
+        """
         hidden = self.cross_attention_residual.normalize_input(inputs)
-        hidden, weights = self.cross_attention.attend(
-            hidden, key, value, memory_mask, return_attention_scores=True,
-            training=training)
+        hidden, weights = cross_attend(hidden)
         inputs = self.cross_attention_residual(inputs, hidden,
                                                training=training)
         hidden = self.feed_forward_residual.normalize_input(inputs)
@@ -121,16 +127,13 @@ class DecoderLayer(_Block):
         hidden, self_key, self_value = self.self_attention.decode_step(
             hidden, cache["self_key"], cache["self_value"], index)
         inputs = self.self_attention_residual(inputs, hidden)
-        hidden = self.cross_attention_residual.normalize_input(inputs)
         if memory_mask is not None:  # (B, S) -> (B, 1, 1, S)
             memory_mask = ops.expand_dims(
                 ops.expand_dims(cast_mask(memory_mask), 1), 1)
-        hidden, weights = self.cross_attention.attend_heads_first(
-            hidden, cache["cross_key"], cache["cross_value"], memory_mask)
-        inputs = self.cross_attention_residual(inputs, hidden)
-        hidden = self.feed_forward_residual.normalize_input(inputs)
-        hidden = self.feed_forward(hidden)
-        outputs = self.feed_forward_residual(inputs, hidden)
+        outputs, weights = self._cross_and_feed_forward(
+            inputs, lambda hidden: self.cross_attention.attend_heads_first(
+                hidden, cache["cross_key"], cache["cross_value"],
+                memory_mask))
         cache = dict(cache, self_key=self_key, self_value=self_value)
         return outputs, cache, weights
 
