@@ -1,7 +1,7 @@
 """Speed benchmarks of keras_transformer against its peers.
 
 `keras-transformer bench [--quick] [--output benchmarks/RESULTS.md]` calls
-`benchmarks.harness.main(quick, output)`, which writes RESULTS.md (and the
+`keras_transformer.benchmarks.harness.main(quick, output)`, which writes RESULTS.md (and the
 raw figures as RESULTS.json beside it).
 
 Modules:

@@ -1,6 +1,6 @@
 """Times CTranslate2 in a process of its own (no TensorFlow loaded).
 
-The harness starts `python -m benchmarks.ct2_worker` once and sends one
+The harness starts `python -m keras_transformer.benchmarks.ct2_worker` once and sends one
 JSON request per line: {"model_dir", "tokens" (list of token lists),
 "beam", "length", "repeats", "warmup", "min_repeat_seconds"}; each answer
 is one JSON line {"seconds": Measurement dict, "output_length"} or
@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks import timing
+from keras_transformer.benchmarks import timing
 
 
 def _serve(stdin, stdout):
@@ -59,7 +59,7 @@ class Worker:
             [root] + ([os.environ["PYTHONPATH"]]
                       if os.environ.get("PYTHONPATH") else []))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.ct2_worker"],
+            [sys.executable, "-m", "keras_transformer.benchmarks.ct2_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=root, env=dict(os.environ, PYTHONPATH=path))
 

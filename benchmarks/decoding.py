@@ -11,7 +11,7 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
   CTranslate2 (tokens in, tokens out) in a process of its own
-  (`benchmarks.ct2_worker`);
+  (`keras_transformer.benchmarks.ct2_worker`);
 - "hub", "hub_xla": keras-hub layers, cached greedy loop, without / with
   XLA;
 - "tutorial": the tutorial-style model, no cache (greedy only).
@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import keras_hub_peer, ours, reference_tutorial, timing
+from keras_transformer.benchmarks import keras_hub_peer, ours, reference_tutorial, timing
 from keras_transformer.text import END_ID
 
 RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx",
@@ -102,7 +102,7 @@ class DecodingBench:
                                  extra_length=length - self.source_length)))
 
     def _saved_model(self, length):
-        from export.saved_model import export_saved_model
+        from keras_transformer.export.saved_model import export_saved_model
 
         path = os.path.join(self.workdir, f"saved_model_{length}")
         with _timed(self.export_seconds, f"saved_model ({length} tokens)"):
@@ -110,8 +110,8 @@ class DecodingBench:
         return tf.saved_model.load(path)
 
     def _onnx(self, length, mode):
-        from export.onnx import export_onnx
-        from export.onnx_runtime import make_session
+        from keras_transformer.export.onnx import export_onnx
+        from keras_transformer.export.onnx_runtime import make_session
 
         path = os.path.join(self.workdir, f"onnx_{length}_{mode}")
         with _timed(self.export_seconds,
@@ -122,7 +122,7 @@ class DecodingBench:
 
     def _ct2(self, quantization):
         """Converts the model; returns its directory (timed elsewhere)."""
-        from export.ctranslate2 import convert_model
+        from keras_transformer.export.ctranslate2 import convert_model
 
         path = os.path.join(self.workdir, f"ct2_{quantization or 'f32'}")
         with _timed(self.export_seconds,
@@ -132,7 +132,7 @@ class DecodingBench:
         return path
 
     def _measure_ct2(self, runtime, beam, source, length):
-        from benchmarks.ct2_worker import Worker
+        from keras_transformer.benchmarks.ct2_worker import Worker
 
         quantization = None if runtime == "ct2_float32" else "int8"
         path = self._once(runtime, lambda: self._ct2(quantization))
@@ -170,7 +170,7 @@ class DecodingBench:
         """A no-argument callable decoding one batch; returns ids (B, N).
 
         CTranslate2 runtimes have none: they are timed in their own
-        process (`benchmarks.ct2_worker`).
+        process (`keras_transformer.benchmarks.ct2_worker`).
         """
         if runtime in GREEDY_ONLY and beam != 1:
             raise ValueError(f"{runtime} has no beam search")
@@ -199,7 +199,7 @@ class DecodingBench:
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
         if runtime == "onnx":
-            from export.onnx_runtime import run_search
+            from keras_transformer.export.onnx_runtime import run_search
 
             mode = "greedy" if beam == 1 else "beam"
             session = self._once(("onnx", length, mode),

@@ -19,8 +19,8 @@ import os
 import time
 import warnings
 
-from benchmarks import report, timing
-from benchmarks.training import (
+from keras_transformer.benchmarks import report, timing
+from keras_transformer.benchmarks.training import (
     PEERS,
     run_in_subprocess,
     run_training,
@@ -184,7 +184,7 @@ def main(quick: bool = False, output: str = "benchmarks/RESULTS.md",
 
     phases["training"] = time.perf_counter() - started - sum(
         phases.values())
-    from benchmarks.decoding import DecodingBench
+    from keras_transformer.benchmarks.decoding import DecodingBench
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,6 +1,6 @@
 """Renders the benchmark results as RESULTS.md and checks the targets."""
 
-from benchmarks.decoding import LABELS, SHIPPED
+from keras_transformer.benchmarks.decoding import LABELS, SHIPPED
 
 TRAINING_LABELS = {"ours": "ours (keras_transformer)",
                    "tutorial": "tutorial-style reference",

@@ -6,7 +6,7 @@ own recipe (ours: `compile_transformer`; the tutorial: its masked loss
 and Adam with the warm-up schedule; keras-hub: our loss and optimizer,
 as keras-hub prescribes none), and times
 `train_on_batch` on one fixed random batch without padding. Run as
-`python -m benchmarks.training JSON` it prints the result as JSON on its
+`python -m keras_transformer.benchmarks.training JSON` it prints the result as JSON on its
 last line: the harness runs each model in a fresh process, so that the
 peak resident memory belongs to that model alone.
 """
@@ -36,13 +36,13 @@ def _build(peer, config, jit_compile):
         model.jit_compile = jit_compile
         return model, "dict"
     if peer == "tutorial":
-        from benchmarks import reference_tutorial
+        from keras_transformer.benchmarks import reference_tutorial
 
         model = reference_tutorial.build(config)
         reference_tutorial.compile_model(model, config, jit_compile)
         return model, "tuple"
     if peer == "keras_hub":
-        from benchmarks import keras_hub_peer
+        from keras_transformer.benchmarks import keras_hub_peer
         from keras_transformer.training import (
             MaskedSparseCategoricalCrossentropy,
             make_optimizer,
@@ -63,7 +63,7 @@ def run_training(peer: str, jit_compile: bool, settings: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks import ours, timing
+    from keras_transformer.benchmarks import ours, timing
 
     config = _config(settings)
     batch = settings["train_batch"]
@@ -125,7 +125,7 @@ def run_in_subprocess(peer: str, jit_compile: bool, settings: dict,
     request = json.dumps({"peer": peer, "jit_compile": jit_compile,
                           "settings": settings})
     process = subprocess.run(
-        [sys.executable, "-m", "benchmarks.training", request],
+        [sys.executable, "-m", "keras_transformer.benchmarks.training", request],
         capture_output=True, text=True, timeout=timeout, cwd=root,
         env=dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = process.stdout.strip().splitlines()

@@ -53,20 +53,20 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
     report = {}
     saved_model_dir = None
     if format in ("saved_model", "all"):
-        from export.saved_model import export_saved_model, verify_saved_model
+        from keras_transformer.export.saved_model import export_saved_model, verify_saved_model
         path = export_saved_model(
             translator, os.path.join(out_dir, "saved_model", "1"))
         report["saved_model"] = dict(
             path=path, **verify_saved_model(path, translator, texts))
         saved_model_dir = path
     if format in ("onnx", "all"):
-        from export.onnx import export_onnx
+        from keras_transformer.export.onnx import export_onnx
         # Verified against the Translator and, when written, the SavedModel.
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
                                      texts=texts,
                                      saved_model_dir=saved_model_dir)
     if format.startswith("ctranslate2"):
-        from export.ctranslate2 import export_ctranslate2
+        from keras_transformer.export.ctranslate2 import export_ctranslate2
         quantization = "int8" if format.endswith("int8") else None
         report["ctranslate2"] = export_ctranslate2(
             translator, os.path.join(out_dir, format), quantization,

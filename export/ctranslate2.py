@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.ctranslate2_runtime import (  # noqa: F401 (re-exported)
+from keras_transformer.export.ctranslate2_runtime import (  # noqa: F401 (re-exported)
     _ctranslate2,
     ids_to_tokens,
     load_translator,

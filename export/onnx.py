@@ -32,7 +32,7 @@ import onnx
 import tensorflow as tf
 from onnx import numpy_helper
 
-from export.onnx_runtime import (
+from keras_transformer.export.onnx_runtime import (
     CONFIG_FILE,
     FORMAT,
     SEARCH_FUNCTIONS,

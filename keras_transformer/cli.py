@@ -192,7 +192,7 @@ def _print_metrics(metrics):
 
 
 def _cmd_export(args):
-    from export import export_run
+    from keras_transformer.export import export_run
     report = export_run(args.run, args.out, args.format)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
@@ -204,7 +204,7 @@ def _cmd_quickstart(args):
 
 
 def _cmd_bench(args):
-    from benchmarks.harness import main as bench_main
+    from keras_transformer.benchmarks.harness import main as bench_main
     bench_main(quick=args.quick, output=args.output)
 
 

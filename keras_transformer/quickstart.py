@@ -59,7 +59,7 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
         report(f"      {source}\n        -> {hypothesis}   [{mark}]")
 
     report("[3/3] exporting SavedModel and ONNX, checking parity ...")
-    from export import export_run
+    from keras_transformer.export import export_run
     exported = export_run(run_dir, os.path.join(run_dir, "export"), "all")
     saved = exported["saved_model"]
     report(f"      SavedModel {saved['path']}: {saved['identical']}/"

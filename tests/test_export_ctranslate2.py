@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("ctranslate2")
 
-from export import ctranslate2 as ct2_export  # noqa: E402
-from export import verification_texts  # noqa: E402
+from keras_transformer.export import ctranslate2 as ct2_export  # noqa: E402
+from keras_transformer.export import verification_texts  # noqa: E402
 from keras_transformer.config import TransformerConfig  # noqa: E402
 from keras_transformer.model import build_transformer  # noqa: E402
 from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer  # noqa

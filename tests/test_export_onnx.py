@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 from onnx import helper, numpy_helper
 
-from export import onnx as onnx_export
-from export.onnx_runtime import OnnxTranslator, read_config, verify_onnx
+from keras_transformer.export import onnx as onnx_export
+from keras_transformer.export.onnx_runtime import OnnxTranslator, read_config, verify_onnx
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
 from keras_transformer.text import END_ID, UNK_ID, SubwordTokenizer
