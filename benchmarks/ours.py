@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transformer.inference import SearchSettings
 from keras_transformer.model import build_transformer
 from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer
 from keras_transformer.translator import Translator
@@ -32,15 +33,9 @@ def build_model(config, seed: int = 0) -> keras.Model:
 
 def suppress_token(model: keras.Model, token_id: int) -> None:
     """Zeroes the token's output row: its logit is 0 at every step."""
-    try:
-        projection = model.get_layer("output_projection")
-    except ValueError:
-        projection = None
+    projection = model.output_projection
     if projection is None:
-        name = ("target_embedding" if "target_embedding" in
-                [layer.name for layer in model.layers]
-                else "shared_embedding")
-        variable = model.get_layer(name).embeddings
+        variable = model.target_embedding.embeddings
         variable.assign(tf.tensor_scatter_nd_update(
             variable, [[token_id]], tf.zeros([1, variable.shape[1]])))
     else:
@@ -58,8 +53,9 @@ def make_translator(model: keras.Model, tokenizer: SubwordTokenizer,
                     extra_length: int = 0, beam_size: int = 4,
                     jit_compile: bool = False) -> Translator:
     """A Translator whose outputs are source length + `extra_length`."""
-    return Translator(model, tokenizer, tokenizer, beam_size=beam_size,
-                      extra_length=extra_length, jit_compile=jit_compile)
+    settings = SearchSettings(beam_size=beam_size, extra_length=extra_length)
+    return Translator(model, tokenizer, tokenizer, settings=settings,
+                      jit_compile=jit_compile)
 
 
 def random_ids(rng: np.random.Generator, batch: int, length: int,

@@ -47,17 +47,6 @@ QUANTIZATIONS = (None, "int8")
 _ACTIVATIONS = {"relu": "RELU", "gelu": "GELU"}
 
 
-def _layer(model, *names):
-    for name in names:
-        try:
-            return model.get_layer(name)
-        except ValueError:
-            continue
-    raise ValueError(
-        f"`model` has no layer named {' or '.join(names)}; was it made by "
-        f"build_transformer? Received: model={model.name!r}")
-
-
 def _array(variable):
     return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
@@ -133,7 +122,7 @@ def build_spec(model, source_vocabulary, target_vocabulary,
     """Fills a `ctranslate2.specs.TransformerSpec` from a Keras model.
 
     Args:
-        model: a `keras.Model` made by `build_transformer` (or reloaded).
+        model: a `keras_transformer.Transformer`.
         source_vocabulary: sequence of str, the source tokens in id order.
         target_vocabulary: sequence of str, the target tokens in id order.
         special_tokens: (bos, eos, unk) token strings. Defaults to the
@@ -144,11 +133,10 @@ def build_spec(model, source_vocabulary, target_vocabulary,
     """
     ctranslate2 = _ctranslate2()
     specs = ctranslate2.specs
-    encoder = _layer(model, "encoder")
-    decoder = _layer(model, "decoder")
-    source_embedding = _layer(model, "source_embedding", "shared_embedding")
-    target_embedding = _layer(model, "target_embedding", "shared_embedding")
-    positional = _layer(model, "positional_encoding")
+    encoder, decoder = model.encoder, model.decoder
+    source_embedding = model.source_embedding
+    target_embedding = model.target_embedding
+    positional = model.positional_encoding
     source_vocabulary = _check_vocabulary(
         "source_vocabulary", source_vocabulary,
         source_embedding.vocabulary_size)
@@ -201,10 +189,7 @@ def build_spec(model, source_vocabulary, target_vocabulary,
             side.layer_norm.gamma = _array(stack.final_norm.gamma)
             side.layer_norm.beta = _array(stack.final_norm.beta)
 
-    try:
-        projection = model.get_layer("output_projection")
-    except ValueError:
-        projection = None
+    projection = model.output_projection
     if projection is None:  # Tied to the target embedding (section 3.4).
         spec.decoder.projection.weight = _array(target_embedding.embeddings)
     else:

@@ -24,7 +24,7 @@ def _ctranslate2():
 
 
 def _positional_max_length(model):
-    return model.get_layer("positional_encoding").max_length
+    return model.config.max_length
 
 
 def ids_to_tokens(ids, vocabulary, pad_id: int = 0) -> list[list[str]]:
@@ -71,7 +71,7 @@ def translate_ids(ct2_translator, source_ids, source_vocabulary,
 def _translator_max_length(translator, source_ids):
     lengths = np.sum(np.asarray(source_ids) != 0, axis=1)
     longest = int(lengths.max()) if lengths.size else 0
-    return max(1, min(longest + translator.extra_length,
+    return max(1, min(longest + translator.settings.extra_length,
                       translator.max_length))
 
 

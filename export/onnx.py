@@ -338,9 +338,8 @@ def _runtime_config(translator, opset, modes):
         "target_tokenizer": translator.target_tokenizer.config,
         "pad_id": PAD_ID, "unk_id": UNK_ID, "start_id": START_ID,
         "end_id": END_ID, "max_length": int(translator.max_length),
-        "beam_size": int(translator.beam_size),
-        "length_penalty": float(translator.length_penalty),
-        "extra_length": int(translator.extra_length),
+        "search_settings": translator.settings.to_dict(),
+        "max_source_tokens": int(translator.source_limit),
     }
 
 

@@ -6,7 +6,7 @@ broadcasts over the batch.
 
 from keras import ops
 
-PAD_ID = 0
+from keras_transformer.text.special_tokens import PAD_ID
 
 
 def padding_mask(ids, pad_id: int = PAD_ID):

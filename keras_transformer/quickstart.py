@@ -10,7 +10,8 @@ ONNX graphs and reports their parity with the Keras model.
 import os
 import time
 
-from keras_transformer.runs import evaluate_run, train_run, update_metrics
+from keras_transformer.run_directory import RunDirectory
+from keras_transformer.runs import evaluate_run, train_run
 
 # Chosen by measurement (benchmarks/RESULTS.md): reaches >= 95% exact match
 # on 2 CPU cores well within the 10-minute budget. French is the default
@@ -78,7 +79,7 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
     results["export"] = exported
     results["total_seconds"] = time.time() - start
     # The figures the benchmark report quotes (benchmarks/harness.py).
-    update_metrics(run_dir, {"quickstart": {
+    RunDirectory(run_dir).update_metrics({"quickstart": {
         key: results[key]
         for key in ("train_seconds", "total_seconds", "greedy", "beam")}})
     report(f"done in {results['total_seconds']:.0f} s; translate with:\n"

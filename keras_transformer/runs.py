@@ -1,39 +1,29 @@
 """Run directories: train one from a corpus, load it back, evaluate it.
 
-A run directory (DESIGN.md) holds everything needed to use a model again:
-
-    config.json                       the TransformerConfig
-    tokenizer.json                    tokenizer options and vocabulary files
-    source_vocab.txt, target_vocab.txt
-    model.keras                       final (checkpoint-averaged) model
-    checkpoints/ logs/ history.json   written by `training.train`
-    metrics.json                      data statistics and evaluations
-
-The CLI's `train`, `translate` and `evaluate` commands are `train_run`,
-`load_translator` and `evaluate_run`.
+A run directory (DESIGN.md) holds everything needed to use a model again;
+`keras_transformer.run_directory` owns its files. The CLI's `train`,
+`translate` and `evaluate` commands are `train_run`, `load_translator` and
+`evaluate_run`.
 """
 
 import dataclasses
-import json
 import logging
 import os
 
 import keras
 
+from keras_transformer import run_directory as files
 from keras_transformer.config import TransformerConfig
 from keras_transformer.data import encode_pairs, load_corpus, make_dataset
 from keras_transformer.evaluation import evaluate_translations
+from keras_transformer.inference import SearchSettings
+from keras_transformer.run_directory import RunDirectory
 from keras_transformer.text import SubwordTokenizer
 from keras_transformer.training import train
-from keras_transformer.training.trainer import check_run_config
 from keras_transformer.translator import Translator
 
-TOKENIZER_FILE = "tokenizer.json"
 SOURCE_VOCAB = "source_vocab.txt"
 TARGET_VOCAB = "target_vocab.txt"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +38,11 @@ class TrainResult:
     data: dict
 
 
-def _tokenizers(run_dir, corpus, vocab_size, joint_vocabulary, lower_case):
+def _tokenizers(run, corpus, vocab_size, joint_vocabulary, lower_case):
     """Learns the vocabularies once; a resumed run reads them back."""
-    path = os.path.join(run_dir, TOKENIZER_FILE)
-    if os.path.exists(path):
-        return load_tokenizers(run_dir)
+    if run.exists(files.TOKENIZER):
+        return load_tokenizers(run)
+    run_dir = run.root
     options = {"lower_case": lower_case}
     if joint_vocabulary:
         source = target = SubwordTokenizer.from_corpus(
@@ -65,16 +55,18 @@ def _tokenizers(run_dir, corpus, vocab_size, joint_vocabulary, lower_case):
     os.makedirs(run_dir, exist_ok=True)
     source.save_vocabulary(os.path.join(run_dir, SOURCE_VOCAB))
     target.save_vocabulary(os.path.join(run_dir, TARGET_VOCAB))
-    _write_json(path, {"source": source.config, "target": target.config,
-                       "source_vocabulary": SOURCE_VOCAB,
-                       "target_vocabulary": TARGET_VOCAB,
-                       "joint": joint_vocabulary})
+    run.write_json(files.TOKENIZER, {
+        "source": source.config, "target": target.config,
+        "source_vocabulary": SOURCE_VOCAB, "target_vocabulary": TARGET_VOCAB,
+        "joint": joint_vocabulary})
     return source, target
 
 
-def load_tokenizers(run_dir: str):
+def load_tokenizers(run_dir: "str | RunDirectory"):
     """Returns the (source, target) tokenizers saved in `run_dir`."""
-    info = _read_json(os.path.join(run_dir, TOKENIZER_FILE), run_dir)
+    run = RunDirectory(run_dir)
+    run_dir = run.root
+    info = run.read_json(files.TOKENIZER)
     return (SubwordTokenizer.from_vocabulary_file(
                 os.path.join(run_dir, info["source_vocabulary"]),
                 **info["source"]),
@@ -141,6 +133,7 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         A `TrainResult`.
     """
     _check_overrides(preset, config_overrides)  # before any slow work
+    run = RunDirectory(run_dir)
     corpus = load_corpus(data, split="train")
     if valid_data is None and (data.startswith("bundled")
                                or data.startswith("tfds:")):
@@ -148,10 +141,10 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     valid = (load_corpus(valid_data, split="validation")
              if valid_data else None)
     source_tokenizer, target_tokenizer = _tokenizers(
-        run_dir, corpus, vocab_size, joint_vocabulary, lower_case)
+        run, corpus, vocab_size, joint_vocabulary, lower_case)
     config = make_config(preset, source_tokenizer, target_tokenizer,
                          joint_vocabulary, **config_overrides)
-    check_run_config(run_dir, config)
+    run.check_config(config)  # before any slow work; `train` claims it
 
     encoded = encode_pairs(corpus, source_tokenizer, target_tokenizer,
                            max_length=config.max_length,
@@ -173,32 +166,34 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         "target_vocab_size": target_tokenizer.vocab_size}
     if valid_encoded is not None:
         data_report["validation"] = valid_encoded.stats.summary()
-    update_metrics(run_dir, {"data": data_report})
-    _write_samples(run_dir, (valid or corpus).sources)
+    run.update_metrics({"data": data_report})
+    run.write_samples((valid or corpus).sources)
     logger.info("data: %s", data_report)
 
-    _, history = train(config, train_ds, valid_ds, run_dir, epochs=epochs,
+    _, history = train(config, train_ds, valid_ds, run, epochs=epochs,
                        steps_per_epoch=steps_per_epoch,
                        average_last=average_last, strategy=strategy,
                        verbose=verbose)
     return TrainResult(run_dir, config, history, data_report)
 
 
-def load_translator(run_dir: str, beam_size: int = 4,
-                    length_penalty: float = 0.6,
-                    extra_length: int = 50,
+def load_translator(run_dir: str,
+                    settings: SearchSettings | None = None,
                     jit_compile: bool = False) -> Translator:
-    """The Translator of a trained run directory (see `Translator`)."""
-    path = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"`run_dir` holds no trained model ({MODEL_FILE} is missing; "
-            f"did training finish?). Received: run_dir={run_dir!r}")
-    source, target = load_tokenizers(run_dir)
+    """The Translator of a trained run directory (see `Translator`).
+
+    Args:
+        run_dir: a trained run directory.
+        settings: `SearchSettings`; defaults to the paper's (§6.1).
+        jit_compile: bool, see `Translator`.
+    """
+    run = RunDirectory(run_dir)
+    path = run.require(files.MODEL, "a trained run directory (did "
+                                    "training finish?)")
+    source, target = load_tokenizers(run)
     model = keras.models.load_model(path, safe_mode=True)
-    return Translator(model, source, target, beam_size=beam_size,
-                      length_penalty=length_penalty,
-                      extra_length=extra_length, jit_compile=jit_compile)
+    return Translator(model, source, target, settings=settings,
+                      jit_compile=jit_compile)
 
 
 def evaluate_run(run_dir: str, data: str, *, split: str = "test",
@@ -218,7 +213,7 @@ def evaluate_run(run_dir: str, data: str, *, split: str = "test",
     metrics = evaluate_translations(hypotheses, corpus.targets)
     metrics.update({"data": data, "split": split, "sentences": len(corpus),
                     "beam_size": beam_size or translator.beam_size})
-    update_metrics(run_dir, {"evaluation": metrics})
+    RunDirectory(run_dir).update_metrics({"evaluation": metrics})
     metrics["examples"] = list(zip(corpus.sources[:5], hypotheses[:5],
                                    corpus.targets[:5]))
     return metrics
@@ -237,36 +232,3 @@ def translate_all(translator, texts, beam_size=None, batch_size=64,
         if progress is not None:
             progress(len(rows))
     return results
-
-
-def _write_samples(run_dir, sources, count=64):
-    """Keeps a few held-out sources to verify exports with (samples.txt)."""
-    path = os.path.join(run_dir, "samples.txt")
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(" ".join(s.split()) + "\n" for s in sources[:count])
-
-
-def update_metrics(run_dir: str, values: dict) -> None:
-    """Merges `values` into the run's metrics.json (created if missing)."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    metrics = _read_json(path, run_dir) if os.path.exists(path) else {}
-    metrics.update(values)
-    _write_json(path, metrics)
-
-
-def _read_json(path, run_dir):
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"`run_dir` is not a trained run directory: "
-            f"{os.path.basename(path)} is missing. Received: "
-            f"run_dir={run_dir!r}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write_json(path, value):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)

@@ -2,27 +2,17 @@
 
 A `tf.Module`, so the very object that translates in Python is what
 `export/saved_model.py` writes: its `tf.function`s become the SavedModel's
-signatures. Inputs are cleaned the same way in every runtime:
-
-- a source longer than the model's `max_length` is truncated to its first
-  `max_length - 1` tokens (plus `[END]`);
-- a text with no token (empty, or only whitespace of any kind) translates
-  to "" with score 0.0;
-- invalid UTF-8 bytes become U+FFFD and unknown characters `[UNK]` (the
-  tokenizer's rules);
-- an empty batch gives an empty batch.
+signatures. Inputs follow the rules of `keras_transformer.inference` (the
+same in every runtime), and the search its `SearchSettings`.
 """
 
-import keras
 import tensorflow as tf
 
 from keras_transformer import decoding
-from keras_transformer.model import (
-    cross_attention_weights,
-    encode,
-    make_step_fn,
-)
-from keras_transformer.text import END_ID, PAD_ID, START_ID
+from keras_transformer.checks import check_bool, check_int
+from keras_transformer.inference import SearchSettings
+from keras_transformer.model import Transformer
+from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
 _IDS = tf.TensorSpec([None, None], tf.int32, name="source_ids")
@@ -32,13 +22,11 @@ class Translator(tf.Module):
     """Translates text with cached beam or greedy search.
 
     Args:
-        model: a model made by `build_transformer` (trained).
-        source_tokenizer: `SubwordTokenizer` of the source language.
-        target_tokenizer: `SubwordTokenizer` of the target language.
-        beam_size: int, beams of `translate`. Defaults to 4 (paper §6.1).
-        length_penalty: float, GNMT alpha. Defaults to 0.6 (paper §6.1).
-        extra_length: int, the output may be this much longer than the
-            source. Defaults to 50 (paper §6.1).
+        model: a `Transformer` (trained).
+        source_tokenizer: the source side's tokenizer.
+        target_tokenizer: the target side's tokenizer.
+        settings: `SearchSettings` (beam size, length penalty, extra
+            length, truncation). Defaults to the paper's (§6.1).
         jit_compile: bool, run the Python-level greedy searches
             (`__call__` and `search_tokens` with beam size 1) as one
             XLA-compiled program per input shape: encoder, cache set-up
@@ -58,34 +46,34 @@ class Translator(tf.Module):
     >>> translator.translate(tf.constant(["forty-two"]))["translation"]
     """
 
-    def __init__(self, model: keras.Model, source_tokenizer,
-                 target_tokenizer, beam_size: int = 4,
-                 length_penalty: float = 0.6, extra_length: int = 50,
+    def __init__(self, model: Transformer, source_tokenizer,
+                 target_tokenizer, settings: SearchSettings | None = None,
                  jit_compile: bool = False, name: str | None = None):
-        for arg, value, low in (("beam_size", beam_size, 1),
-                                ("extra_length", extra_length, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or (
-                    value < low):
-                raise ValueError(
-                    f"`{arg}` must be an int >= {low}. "
-                    f"Received: {arg}={value!r}")
-        if not isinstance(jit_compile, bool):
+        if not isinstance(model, Transformer):
             raise TypeError(
-                "`jit_compile` must be a bool. "
-                f"Received: jit_compile={jit_compile!r}")
-        if not length_penalty >= 0:
-            raise ValueError(
-                "`length_penalty` must be >= 0. "
-                f"Received: length_penalty={length_penalty!r}")
+                "`model` must be a keras_transformer Transformer (from "
+                f"build_transformer or a .keras file). Received: "
+                f"model={model!r:.80}")
+        settings = SearchSettings() if settings is None else settings
+        if not isinstance(settings, SearchSettings):
+            raise TypeError(
+                "`settings` must be a SearchSettings. "
+                f"Received: settings={settings!r}")
+        check_bool("jit_compile", jit_compile)
         super().__init__(name=name)
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.beam_size = beam_size
-        self.length_penalty = float(length_penalty)
-        self.extra_length = extra_length
+        self.settings = settings
         self.jit_compile = jit_compile
-        self.max_length = model.get_layer("positional_encoding").max_length
+        self.max_length = model.config.max_length
+        self.source_vocab_size = model.config.source_vocab_size
+        # Tokens kept of a source before [END] (the truncation rule).
+        self.source_limit = settings.source_limit(self.max_length)
+
+    @property
+    def beam_size(self) -> int:
+        return self.settings.beam_size
 
     # -- token level -------------------------------------------------------
 
@@ -95,35 +83,76 @@ class Translator(tf.Module):
         `max_length` (a Python int, for XLA) is the paper's maximum output
         length computed beforehand; by default it is computed here.
         """
-        source_ids = tf.convert_to_tensor(source_ids, tf.int32)
-        source_ids = source_ids[:, :self.max_length]
+        source_ids = self._checked_ids(source_ids)
         if max_length is None:
             max_length = self._max_output_length(source_ids)
-        memory, memory_mask = encode(self.model, source_ids)
-        step_fn, cache = make_step_fn(self.model, memory, memory_mask,
-                                      max_length, beam_size)
+        memory, memory_mask = self.model.encode(source_ids)
+        cache, context = self.model.initial_cache(memory, memory_mask,
+                                                  max_length)
+        # Constant per source: tiled to the beams once, read by every step.
+        context = decoding.tile_beams(context, beam_size)
+
+        def step_fn(ids, index, cache):
+            return self.model.decode_step(ids, index, cache, context)
+
         start = tf.fill([tf.shape(source_ids)[0]], START_ID)
         if beam_size == 1:
             ids, scores = decoding.greedy_search(step_fn, start, cache,
                                                  max_length)
             return ids[:, None], scores[:, None]
-        return decoding.beam_search(step_fn, start, cache, max_length,
-                                    beam_size=beam_size,
-                                    length_penalty=self.length_penalty)
+        return decoding.beam_search(
+            step_fn, start, cache, max_length, beam_size=beam_size,
+            length_penalty=self.settings.length_penalty)
+
+    def _checked_ids(self, source_ids):
+        """Truncated int32 ids; ids outside [0, V) are an error.
+
+        The error is raised twice over: `tf.debugging.Assert` gives
+        TensorFlow (eager, graph, SavedModel) a message naming
+        `source_ids`, and a gather from a V-row table, named after the
+        rule, makes an exported ONNX graph fail too (tf2onnx drops
+        asserts); it changes no value.
+        """
+        source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+        source_ids = source_ids[:, :self.source_limit + 1]
+        vocab = self.source_vocab_size
+        valid = tf.logical_and(source_ids >= 0, source_ids < vocab)
+        flat = tf.reshape(source_ids, [-1])
+        invalid = tf.logical_not(tf.reshape(valid, [-1]))
+        # The first bad id (static shapes, so XLA compiles it too).
+        first_bad = tf.gather(
+            tf.concat([flat, [0]], 0),
+            tf.argmax(tf.cast(tf.concat([invalid, [True]], 0), tf.int32),
+                      output_type=tf.int32))
+        check = tf.debugging.Assert(
+            tf.reduce_all(valid),
+            [f"`source_ids` must be token ids in [0, {vocab}), the source "
+             "vocabulary. Received: source_ids containing", first_bad])
+        with tf.control_dependencies([check]):
+            # Negative ids are shifted below -V, which a gather rejects.
+            index = tf.where(source_ids < 0, source_ids - vocab, source_ids)
+            zero = tf.gather(tf.zeros([vocab], tf.int32), index,
+                             name="source_ids_in_vocabulary")
+        return source_ids + zero
 
     def _max_output_length(self, source_ids):
         """The paper's maximum output length for (truncated) source ids."""
         lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
-        return decoding.max_output_length(lengths, self.extra_length,
-                                          limit=self.max_length)
+        return decoding.max_output_length(
+            lengths, self.settings.extra_length, limit=self.max_length)
 
     def _best(self, source_ids, beam_size):
         ids, scores = self._search(source_ids, beam_size)
-        ids = ids[:, 0]
+        ids, scores = ids[:, 0], scores[:, 0]
+        # The empty-input rule: no token besides [END] gives nothing.
+        empty = _is_empty(source_ids)
+        ids = tf.where(empty[:, None], PAD_ID, ids)
+        scores = tf.where(empty, 0.0, scores)
         # Drop the columns that are padding in every row.
         width = tf.reduce_max(
             tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=1))
-        return {"target_ids": ids[:, :width], "score": scores[:, 0]}
+        width = tf.maximum(width, 0)  # 0 for an empty batch
+        return {"target_ids": ids[:, :width], "score": scores}
 
     @tf.function(input_signature=[_IDS])
     def translate_tokens(self, source_ids):
@@ -140,7 +169,7 @@ class Translator(tf.Module):
     def source_ids(self, text):
         """string (B,) -> int32 (B, S): tokens, truncated, then [END]."""
         tokens = self.source_tokenizer.tokenize(text)
-        tokens = tokens[:, :self.max_length - 1]
+        tokens = tokens[:, :self.source_limit]
         end = tf.fill([tokens.nrows(), 1], END_ID)
         ids = tf.concat([tokens, tf.RaggedTensor.from_tensor(end)], axis=1)
         return ids.to_tensor(PAD_ID)
@@ -178,15 +207,15 @@ class Translator(tf.Module):
             the beam size; rows end with [END] then padding.
         """
         beam_size = self.beam_size if beam_size is None else beam_size
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or (
-                beam_size < 1):
-            raise ValueError("`beam_size` must be an int >= 1. "
-                             f"Received: beam_size={beam_size!r}")
-        source_ids = tf.convert_to_tensor(source_ids, tf.int32)
-        if source_ids.shape.rank != 2:
+        check_int("beam_size", beam_size, 1)
+        source_ids = tf.convert_to_tensor(source_ids)
+        if source_ids.shape.rank != 2 or not source_ids.dtype.is_integer:
             raise ValueError(
-                "`source_ids` must be a 2D (batch, length) tensor. "
-                f"Received: source_ids with shape {source_ids.shape}")
+                "`source_ids` must be a 2D (batch, length) tensor of integer "
+                f"ids. Received: source_ids with shape {source_ids.shape} "
+                f"and dtype {source_ids.dtype.name}")
+        source_ids = tf.cast(source_ids, tf.int32)
+        _check_id_range(source_ids.numpy(), self.source_vocab_size)
         searches = self.__dict__.setdefault("_searches", {})
         if not self.jit_compile or beam_size > 1:
             if beam_size not in searches:
@@ -196,7 +225,7 @@ class Translator(tf.Module):
             return searches[beam_size](source_ids)
         # XLA needs the output length at trace time: the paper's rule,
         # computed here on the host, so the result is the same as above.
-        source_ids = source_ids[:, :self.max_length]
+        source_ids = self._checked_ids(source_ids)
         max_length = int(self._max_output_length(source_ids))
         key = ("xla", beam_size)
         if key not in searches:
@@ -247,14 +276,23 @@ class Translator(tf.Module):
         target = target[:, :length]
         decoder_inputs = tf.concat(
             [tf.fill([1, 1], START_ID), target[:, :-1]], axis=1)
-        weights = cross_attention_weights(self.model, source_ids,
-                                          decoder_inputs)
+        weights = self.model.cross_attention_weights(source_ids,
+                                                     decoder_inputs)
         weights = tf.reduce_mean(tf.convert_to_tensor(weights), axis=1)[0]
         source_tokens = self.source_tokenizer.lookup(source_ids)[0]
         target_tokens = self.target_tokenizer.lookup(target)[0]
         return ([t.decode("utf-8") for t in source_tokens.numpy()],
                 [t.decode("utf-8") for t in target_tokens.numpy()],
                 weights.numpy())
+
+
+def _check_id_range(ids, vocab_size):
+    """ValueError naming `source_ids` and a bad value, for Python callers."""
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.size:
+        raise ValueError(
+            f"`source_ids` must be token ids in [0, {vocab_size}), the "
+            f"source vocabulary. Received: source_ids containing {bad[0]}")
 
 
 def _is_empty(source_ids):

@@ -113,11 +113,10 @@ def test_decode_step_equals_causal_call(rng):
     x = rng.normal(size=(B, T, D)).astype("float32")
     layer = MultiHeadAttention(num_heads=H, key_dim=K)
     expected = np.asarray(layer(x, x, use_causal_mask=True))
-    key_cache = np.zeros((B, H, T + 3, K), "float32")  # head-major
-    value_cache = np.zeros_like(key_cache)
+    cache = layer.initial_cache(B, T + 3)
+    assert tuple(cache["key"].shape) == (B, H, T + 3, K)  # head-major
     for index in range(T):
-        out, key_cache, value_cache = layer.decode_step(
-            x[:, index:index + 1], key_cache, value_cache, index)
+        out, cache = layer.decode_step(x[:, index:index + 1], index, cache)
         np.testing.assert_allclose(out[:, 0], expected[:, index], atol=1e-5)
 
 

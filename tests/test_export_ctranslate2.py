@@ -11,6 +11,7 @@ pytest.importorskip("ctranslate2")
 from keras_transformer.export import ctranslate2 as ct2_export  # noqa: E402
 from keras_transformer.export import verification_texts  # noqa: E402
 from keras_transformer.config import TransformerConfig  # noqa: E402
+from keras_transformer.inference import SearchSettings  # noqa: E402
 from keras_transformer.model import build_transformer  # noqa: E402
 from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer  # noqa
 from keras_transformer.translator import Translator  # noqa: E402
@@ -85,7 +86,8 @@ def test_random_model_variants_score_identically(overrides, tmp_path):
     model = build_transformer(config)
     vocabulary = _vocabulary(120)
     tokenizer = SubwordTokenizer(vocabulary)
-    translator = Translator(model, tokenizer, tokenizer, extra_length=6)
+    translator = Translator(model, tokenizer, tokenizer,
+                            settings=SearchSettings(extra_length=6))
     source = np.random.default_rng(0).integers(4, 120, size=(6, 9))
     source[:, -1] = 3
     source[0, 5:] = 0  # a padded row

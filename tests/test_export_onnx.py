@@ -247,9 +247,11 @@ def test_config_and_vocabularies(trained):
     config = read_config(trained.onnx_dir)
     translator = trained.translator
     assert config["graphs"] == {"beam": "beam.onnx", "greedy": "greedy.onnx"}
-    assert (config["max_length"], config["beam_size"],
-            config["length_penalty"], config["extra_length"]) == (
-        MAX_LENGTH, 4, 0.6, 50)
+    assert config["max_length"] == MAX_LENGTH
+    assert config["max_source_tokens"] == MAX_LENGTH - 1
+    assert config["search_settings"] == {
+        "beam_size": 4, "length_penalty": 0.6, "extra_length": 50,
+        "max_source_tokens": None}
     assert (config["pad_id"], config["unk_id"], config["start_id"],
             config["end_id"]) == (0, 1, 2, 3)
     assert config["source_tokenizer"] == translator.source_tokenizer.config

@@ -75,10 +75,11 @@ def test_cached_step_equals_full_model(rng):
     source, target = _ids(rng, (2, 6)), _ids(rng, (2, 5))
     source[0, 4:] = 0
     full = _run(model, source, target)
-    memory, memory_mask = kt.encode(model, source)
-    step_fn, cache = kt.make_step_fn(model, memory, memory_mask, 9)
+    memory, memory_mask = model.encode(source)
+    cache, context = model.initial_cache(memory, memory_mask, 9)
     for index in range(5):
-        logits, cache = step_fn(target[:, index], index, cache)
+        logits, cache = model.decode_step(target[:, index], index, cache,
+                                          context)
         np.testing.assert_allclose(logits, full[:, index], atol=1e-5)
 
 
@@ -91,9 +92,11 @@ def test_keras_round_trip_without_custom_objects(tmp_path, rng):
     np.testing.assert_array_equal(_run(restored, source, target),
                                   _run(model, source, target))
     # The reloaded model still decodes step by step.
-    memory, mask = kt.encode(restored, source)
-    step_fn, cache = kt.make_step_fn(restored, memory, mask, 4)
-    logits, _ = step_fn(target[:, 0], 0, cache)
+    assert isinstance(restored, kt.Transformer)
+    assert restored.config == model.config
+    memory, mask = restored.encode(source)
+    cache, context = restored.initial_cache(memory, mask, 4)
+    logits, _ = restored.decode_step(target[:, 0], 0, cache, context)
     np.testing.assert_allclose(logits, _run(model, source, target)[:, 0],
                                atol=1e-5)
 
@@ -142,3 +145,76 @@ def test_base_is_paper_scale():
 def test_config_type_error():
     with pytest.raises(TypeError, match="`config`"):
         kt.build_transformer(dataclasses.asdict(_config()))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_named_parts(variant):
+    config = _config(**VARIANTS[variant])
+    model = kt.build_transformer(config)
+    assert isinstance(model, kt.Transformer) and model.config == config
+    assert isinstance(model.encoder, kt.Encoder)
+    assert isinstance(model.decoder, kt.Decoder)
+    assert isinstance(model.positional_encoding,
+                      kt.SinusoidalPositionalEncoding)
+    assert isinstance(model.source_embedding, kt.TokenEmbedding)
+    shared = model.source_embedding is model.target_embedding
+    assert shared == config.share_embeddings
+    tied = model.output_projection is None
+    assert tied == config.tie_output_projection
+    # The parts are the model's own layers, holding all of its weights.
+    own = {id(w) for layer in (model.source_embedding,
+                               model.target_embedding, model.encoder,
+                               model.decoder, model.output_projection)
+           if layer is not None for w in layer.weights}
+    assert own == {id(w) for w in model.weights}
+
+
+def test_fit_one_step(rng):
+    model = kt.build_transformer(_config())
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    x = {"encoder_inputs": _ids(rng, (4, 6)),
+         "decoder_inputs": _ids(rng, (4, 5))}
+    history = model.fit(x, _ids(rng, (4, 5)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+_FRESH_PROCESS_LOAD = r"""
+import sys, json
+import numpy as np, keras
+import keras_transformer  # noqa: F401 (registers the serializable classes)
+model = keras.models.load_model(sys.argv[1], safe_mode=True)
+ids = np.array(json.loads(sys.argv[2]), "int32")
+logits = model({"encoder_inputs": ids, "decoder_inputs": ids})
+print(json.dumps({"class": type(model).__name__,
+                  "policy": model.dtype_policy.name,
+                  "d_model": model.config.d_model,
+                  "logits": keras.ops.convert_to_numpy(
+                      keras.ops.cast(logits, "float32")).tolist()}))
+"""
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_keras_file_loads_in_a_fresh_process(policy, tmp_path, rng):
+    import json
+    import subprocess
+    import sys
+
+    keras.config.set_dtype_policy(policy)
+    model = kt.build_transformer(_config())
+    keras.config.set_dtype_policy("float32")
+    ids = _ids(rng, (2, 5))
+    expected = _run(model, ids, ids)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    # The child finds the class by its registered name, with
+    # safe_mode=True and no custom_objects.
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_LOAD, path,
+         json.dumps(ids.tolist())], capture_output=True, text=True,
+        check=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["class"] == "Transformer"
+    assert result["policy"] == policy and result["d_model"] == 64
+    np.testing.assert_allclose(result["logits"], expected, atol=1e-5)

@@ -138,3 +138,27 @@ def test_search_tokens_bad_input(translator):
     with pytest.raises(TypeError, match="`jit_compile`"):
         Translator(translator.model, translator.source_tokenizer,
                    translator.target_tokenizer, jit_compile="yes")
+
+
+@pytest.mark.parametrize("bad", [-1, 10_000])
+def test_ids_outside_the_vocabulary_are_rejected(translator, bad):
+    ids = np.array([[5, bad, END_ID]], np.int32)
+    # From Python: a ValueError naming the argument and the value.
+    with pytest.raises(ValueError, match=rf"`source_ids`.*{bad}"):
+        translator.search_tokens(ids)
+    # The exported tf.function (what the SavedModel and ONNX run).
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"`source_ids`(.|\n)*{bad}"):
+        translator.translate_tokens(tf.constant(ids))
+
+
+def test_batch_without_columns_follows_the_empty_input_rule(translator):
+    result = translator.translate_tokens(tf.zeros([3, 0], tf.int32))
+    assert result["target_ids"].shape == (3, 0)
+    np.testing.assert_array_equal(result["score"].numpy(), [0.0, 0.0, 0.0])
+    # A row holding only [END] (an empty text) gives nothing either.
+    result = translator.translate_tokens_greedy(
+        tf.constant([[END_ID, 0], [5, END_ID]], tf.int32))
+    assert result["score"].numpy()[0] == 0.0
+    assert not result["target_ids"].numpy()[0].any()
+    assert result["target_ids"].numpy()[1].any()

@@ -18,24 +18,26 @@ from keras_transformer.data.corpora import (
     CorpusStats,
     ParallelCorpus,
     corpus_from_pairs,
-    load_corpus,
     read_aligned,
     read_tsv,
 )
 from keras_transformer.data.encoding import (
-    END_ID,
-    PAD_ID,
-    START_ID,
-    UNK_ID,
     EncodedPairs,
     LengthStats,
     encode_pairs,
 )
+from keras_transformer.data.loader import load_corpus
 from keras_transformer.data.pipeline import (
     default_bucket_lengths,
     make_dataset,
 )
 from keras_transformer.data.tfds_reader import load_tfds
+from keras_transformer.text.special_tokens import (
+    END_ID,
+    PAD_ID,
+    START_ID,
+    UNK_ID,
+)
 
 __all__ = [
     "END_ID",

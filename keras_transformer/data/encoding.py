@@ -18,10 +18,6 @@ import tensorflow as tf
 
 from keras_transformer.data.corpora import ParallelCorpus, corpus_from_pairs
 
-PAD_ID = 0
-UNK_ID = 1
-START_ID = 2
-END_ID = 3
 LENGTH_POLICIES = ("drop", "truncate")
 DEFAULT_MAX_LENGTH = 256
 _TOKENIZE_CHUNK = 8192

@@ -37,14 +37,12 @@ import tensorflow as tf
 
 from keras_transformer.data.encoding import (
     DEFAULT_MAX_LENGTH,
-    END_ID,
-    PAD_ID,
-    START_ID,
     EncodedPairs,
     _check_int,
     _check_length_args,
     encode_pairs,
 )
+from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 
 DEFAULT_BATCH_TOKENS = 4096
 # Bucket lengths grow by 10% from 8 tokens, as in tensor2tensor.

@@ -26,7 +26,7 @@ from keras_transformer.decoding._common import (
     gnmt_length_penalty,
     max_output_length,
 )
-from keras_transformer.decoding.beam import beam_search
+from keras_transformer.decoding.beam import beam_search, tile_beams
 from keras_transformer.decoding.greedy import greedy_search
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "gnmt_length_penalty",
     "greedy_search",
     "max_output_length",
+    "tile_beams",
 ]

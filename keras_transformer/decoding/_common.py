@@ -7,16 +7,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-# Reserved token ids of the subword vocabularies (see `keras_transformer.text`).
-PAD_ID = 0
-START_ID = 2
-END_ID = 3
-
-# Section 6.1 of the paper: "beam search with a beam size of 4 and length
-# penalty alpha = 0.6 [...] maximum output length [...] input length + 50".
-DEFAULT_BEAM_SIZE = 4
-DEFAULT_LENGTH_PENALTY = 0.6
-DEFAULT_EXTRA_LENGTH = 50
+from keras_transformer.checks import check_int, is_int
+from keras_transformer.inference import (  # noqa: F401 (re-exported)
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_EXTRA_LENGTH,
+    DEFAULT_LENGTH_PENALTY,
+)
+from keras_transformer.text.special_tokens import (  # noqa: F401
+    END_ID,
+    PAD_ID,
+    START_ID,
+)
 
 # GNMT length penalty lp(Y) = (5 + |Y|)^alpha / (5 + 1)^alpha, Wu et al.
 # (2016), equation 14.
@@ -26,25 +27,6 @@ LENGTH_PENALTY_DIVISOR = LENGTH_PENALTY_OFFSET + 1.0
 NEG_INF = float("-inf")
 
 StepFn = Callable[[tf.Tensor, tf.Tensor, Any], tuple[tf.Tensor, Any]]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Checks a python integer argument against a lower bound."""
-    if not _is_int(value):
-        raise TypeError(
-            f"`{name}` must be a python int. Received: {name}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"`{name}` must be >= {minimum}. Received: {name}={value}"
-        )
-    return int(value)
 
 
 def check_token_ids(end_id: Any, pad_id: Any) -> tuple[int, int]:
@@ -70,7 +52,7 @@ def check_step_fn(step_fn: Any) -> None:
 
 def check_max_length(max_length: Any) -> int | tf.Tensor:
     """Returns `max_length` as a python int or an int32 scalar tensor."""
-    if _is_int(max_length):
+    if is_int(max_length):
         return check_int("max_length", max_length, 1)
     if not isinstance(max_length, (tf.Tensor, tf.Variable, np.ndarray)):
         raise TypeError(

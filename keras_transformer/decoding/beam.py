@@ -206,6 +206,22 @@ def _reorder(x: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
     return reordered
 
 
+def tile_beams(structure: Any, beam_size: int) -> Any:
+    """Repeats each row of every tensor K times: [B, ...] -> [B * K, ...].
+
+    The row layout `beam_search` gives its hypotheses (each source's K
+    beams next to each other). Use it once per search on what stays
+    constant for a source (a decoder's cross-attention keys and values, the
+    source mask), which a step function then reads from its closure
+    instead of carrying it through the loop.
+    """
+    beam_size = _common.check_int("beam_size", beam_size, 1)
+    if beam_size == 1:
+        return structure
+    return tf.nest.map_structure(
+        lambda x: _tile_beams(tf.convert_to_tensor(x), beam_size), structure)
+
+
 def _tile_beams(x: tf.Tensor, beam_size: int) -> tf.Tensor:
     """Repeats each row K times: [B, ...] -> [B * K, ...]."""
     shape = tf.shape(x)

@@ -1,7 +1,9 @@
 """Scaled dot-product attention and multi-head attention (paper section 3.2).
 
-Heads sit on axis 2, as in `keras.layers.MultiHeadAttention`: projected
-queries are (B, T, H, K), keys and values (B, S, H, K). Masks are boolean,
+`scaled_dot_product_attention` takes heads on axis 2, as
+`keras.layers.MultiHeadAttention` does: queries (B, T, H, K), keys and values
+(B, S, H, K). Inside `MultiHeadAttention` keys and values are head-major,
+(B, H, S, K), the layout of the decoder's cache. Masks are boolean,
 True meaning "may attend"; a (B, T, S) or (T, S) mask is broadcast over the
 heads.
 """
@@ -12,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformer.layers._checks import check_positive_int, check_rate
+from keras_transformer.checks import check_positive_int, check_rate
 from keras_transformer.masks import cast_mask, causal_mask, combine_masks
 
 # Masked scores take the float32 minimum: softmax then gives them weight 0
@@ -63,9 +65,9 @@ def _attention_heads_first(query, key, value, attention_mask=None,
                            dropout=None, training=None):
     """`scaled_dot_product_attention` on (B, H, T, K) / (B, H, S, K) heads.
 
-    The layout of the decoder's caches: both products are then plain
-    batched matmuls over (B, H), with no transpose of the keys or values
-    (which, for a cache, would copy all of it at every step).
+    `MultiHeadAttention`'s one layout: both products are plain batched
+    matmuls over (B, H), with no transpose of the keys or values (which,
+    for a decoder cache, would copy all of it at every step).
 
     Returns:
         `(outputs (B, H, T, K), weights (B, H, T, S))`.
@@ -182,68 +184,68 @@ class MultiHeadAttention(keras.layers.Layer):
         if use_causal_mask:
             causal = causal_mask(ops.shape(query)[1], ops.shape(value)[1])
             attention_mask = combine_masks(attention_mask, causal)
-        return self.attend(query, key_heads, value_heads, attention_mask,
-                           return_attention_scores, training)
-
-    def compute_key_value(self, value, key=None):
-        """Projects keys and values once: each (B, S, H, K)."""
-        key = value if key is None else key
-        return self.key_dense(key), self.value_dense(value)
-
-    def attend(self, query, key_heads, value_heads, attention_mask=None,
-               return_attention_scores=False, training=None):
-        """Attends query (B, T, D) to projected keys/values (B, S, H, K)."""
-        query_heads = self.query_dense(query)  # (B, T, H, K)
-        outputs, weights = scaled_dot_product_attention(
-            query_heads, key_heads, value_heads, attention_mask,
-            dropout=self.dropout, training=training)
-        outputs = self.output_dense(outputs)  # (B, T, D)
+        outputs, weights = self.attend(query, key_heads, value_heads,
+                                       attention_mask, training=training)
         if return_attention_scores:
             return outputs, weights
         return outputs
 
-    def compute_key_value_heads_first(self, value, key=None):
-        """`compute_key_value` in the cache layout: each (B, H, S, K)."""
-        key_heads, value_heads = self.compute_key_value(value, key)
-        return _heads_first(key_heads), _heads_first(value_heads)
+    def compute_key_value(self, value, key=None):
+        """Projects keys and values once, head-major: each (B, H, S, K).
 
-    def attend_heads_first(self, query, key_heads, value_heads,
-                           attention_mask=None):
-        """`attend` (inference) to keys/values in the cache layout.
+        Head-major is the one layout this layer attends in: both attention
+        products are then plain batched matmuls over (B, H), and a decoder
+        cache in this layout is never transposed.
+        """
+        key = value if key is None else key
+        return (_heads_first(self.key_dense(key)),
+                _heads_first(self.value_dense(value)))
+
+    def attend(self, query, key_heads, value_heads, attention_mask=None,
+               training=None):
+        """Attends query (B, T, D) to projected keys/values (B, H, S, K).
 
         Args:
             query: (B, T, D).
             key_heads: (B, H, S, K). value_heads: (B, H, S, K).
-            attention_mask: optional bool, broadcastable to (B, H, T, S);
-                a (B, T, S) or (T, S) mask is broadcast over the heads.
+            attention_mask: optional bool, (B, T, S) or (T, S) (broadcast
+                over the heads) or already (B, H|1, T|1, S).
+            training: bool.
 
         Returns:
             `(outputs (B, T, D), weights (B, H, T, S))`.
         """
         query_heads = _heads_first(self.query_dense(query))  # (B, H, T, K)
         outputs, weights = _attention_heads_first(
-            query_heads, key_heads, value_heads, attention_mask)
+            query_heads, key_heads, value_heads, attention_mask,
+            dropout=self.dropout, training=training)
         return self.output_dense(_heads_first(outputs)), weights
 
-    def decode_step(self, query, key_cache, value_cache, index):
+    def initial_cache(self, batch_size, max_length):
+        """An empty self-attention cache: zeros "key"/"value" (B, H, L, K)."""
+        empty = ops.zeros((batch_size, self.num_heads, max_length,
+                           self.key_dim), dtype=self.compute_dtype)
+        return {"key": empty, "value": empty}
+
+    def decode_step(self, query, index, cache):
         """Self-attention for one new position with a fixed-size cache.
 
-        Writes this step's key and value at `index` of the caches with a
+        Writes this step's key and value at `index` of the cache with a
         scatter of B x H rows (no concatenation and no pass over the whole
-        cache: the caches keep their shape, so the step compiles once) and
-        attends to positions 0..index. The caches are head-major, so the
-        attention products read them without a transpose.
+        cache: the cache keeps its shape, so the step compiles once) and
+        attends to positions 0..index.
 
         Args:
             query: (B, 1, D), the input at position `index`.
-            key_cache: (B, H, L, K). value_cache: (B, H, L, K).
             index: int32 scalar, the position being decoded.
+            cache: {"key": (B, H, L, K), "value": (B, H, L, K)}, as made
+                by `initial_cache`.
 
         Returns:
-            `(outputs (B, 1, D), key_cache, value_cache)`.
+            `(outputs (B, 1, D), cache)`, the cache holding this position.
         """
         index = ops.cast(index, "int32")
-        shape = ops.shape(key_cache)
+        shape = ops.shape(cache["key"])
         batch, heads, length = shape[0], shape[1], shape[2]
         # (B, H, 3) coordinates [b, h, index] of the rows to write.
         rows = ops.stack(ops.meshgrid(
@@ -252,15 +254,15 @@ class MultiHeadAttention(keras.layers.Layer):
         rows = ops.concatenate(
             [rows, ops.broadcast_to(index, (batch, heads, 1))], axis=-1)
         # Projections (B, 1, H, K) -> rows (B, H, K).
-        key_cache = ops.scatter_update(key_cache, rows,
-                                       self.key_dense(query)[:, 0])
-        value_cache = ops.scatter_update(value_cache, rows,
-                                         self.value_dense(query)[:, 0])
+        cache = {"key": ops.scatter_update(cache["key"], rows,
+                                           self.key_dense(query)[:, 0]),
+                 "value": ops.scatter_update(cache["value"], rows,
+                                             self.value_dense(query)[:, 0])}
         positions = ops.arange(length, dtype="int32")
         visible = ops.reshape(ops.less_equal(positions, index), (1, 1, 1, -1))
-        outputs, _ = self.attend_heads_first(query, key_cache, value_cache,
-                                             visible)
-        return outputs, key_cache, value_cache
+        outputs, _ = self.attend(query, cache["key"], cache["value"],
+                                 visible)
+        return outputs, cache
 
     def compute_output_shape(self, query_shape, value_shape=None,
                              key_shape=None):

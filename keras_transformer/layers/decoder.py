@@ -1,9 +1,16 @@
 """Decoder layer and decoder stack (paper section 3.1, Figure 1 right).
 
-Besides teacher-forced `call`, both classes decode one position at a time
-with a cache: `initial_cache` computes the cross-attention keys and values
-of the memory once and allocates fixed-size self-attention caches;
-`decode_step` writes each new position into them in place.
+Besides teacher-forced `call`, both classes decode one position at a time,
+with one contract for the layer, the stack and the model:
+
+    cache, context = initial_cache(memory, memory_mask, max_length)
+    outputs, cache = decode_step(inputs, index, cache, context)
+
+`context` is what stays constant for a source during a search (the
+cross-attention keys and values, computed once, and the source mask);
+`cache` is the fixed-size self-attention cache, the only state that changes
+from step to step. A beam search tiles `context` once and carries only
+`cache` through its loop.
 """
 
 import keras
@@ -79,20 +86,15 @@ class DecoderLayer(_Block):
         key, value = self.cross_attention.compute_key_value(memory)
         cross_mask = key_padding_mask(memory_mask)
         inputs, weights = self._cross_and_feed_forward(
-            inputs, lambda hidden: self.cross_attention.attend(
-                hidden, key, value, cross_mask,
-                return_attention_scores=True, training=training),
-            training)
+            inputs, key, value, cross_mask, training)
         return (inputs, weights) if return_attention_scores else inputs
 
-    def _cross_and_feed_forward(self, inputs, cross_attend, training=None):
-        """Cross-attention and feed-forward blocks, both with residuals.
-
-        `cross_attend(hidden) -> (outputs, weights)` attends to the memory
-        (its keys and values in either layout).
-        """
+    def _cross_and_feed_forward(self, inputs, key, value, mask,
+                                training=None):
+        """Cross-attention to keys/values (B, H, S, K) and feed-forward."""
         hidden = self.cross_attention_residual.normalize_input(inputs)
-        hidden, weights = cross_attend(hidden)
+        hidden, weights = self.cross_attention.attend(hidden, key, value,
+                                                      mask, training=training)
         inputs = self.cross_attention_residual(inputs, hidden,
                                                training=training)
         hidden = self.feed_forward_residual.normalize_input(inputs)
@@ -101,41 +103,40 @@ class DecoderLayer(_Block):
                                              training=training)
         return outputs, weights
 
-    def initial_cache(self, memory, max_length):
-        """Cache for `decode_step`: cross keys/values once, empty self-cache.
+    def initial_cache(self, memory, memory_mask, max_length):
+        """The state `decode_step` needs, from the memory (B, S, D).
 
-        Returns a dict of (B, H, L, K) "self_key"/"self_value" zeros with
-        L = `max_length`, and (B, H, S, K) "cross_key"/"cross_value": the
-        head-major layout `MultiHeadAttention.decode_step` reads without
-        transposing.
+        Args:
+            memory: (B, S, D), the encoder output.
+            memory_mask: optional bool (B, S), True at real source tokens.
+            max_length: int or int32 scalar L, the positions to cache.
+
+        Returns:
+            `(cache, context)`: `cache` {"key", "value"} zeros (B, H, L, K),
+            the self-attention cache; `context` {"key", "value"} (B, H, S, K)
+            the cross-attention keys and values and "mask" bool (B, 1, 1, S)
+            (all True without `memory_mask`).
         """
-        cross_key, cross_value = (
-            self.cross_attention.compute_key_value_heads_first(memory))
-        heads = ops.shape(cross_key)
-        empty = ops.zeros((heads[0], heads[1], max_length, heads[3]),
-                          dtype=cross_key.dtype)
-        return {"self_key": empty, "self_value": empty,
-                "cross_key": cross_key, "cross_value": cross_value}
+        key, value = self.cross_attention.compute_key_value(memory)
+        shape = ops.shape(memory)
+        if memory_mask is None:
+            memory_mask = ops.ones((shape[0], shape[1]), dtype="bool")
+        mask = ops.expand_dims(ops.expand_dims(cast_mask(memory_mask), 1), 1)
+        cache = self.self_attention.initial_cache(shape[0], max_length)
+        return cache, {"key": key, "value": value, "mask": mask}
 
-    def decode_step(self, inputs, cache, index, memory_mask=None):
-        """Decodes position `index` from its input (B, 1, D) and the cache.
+    def decode_step(self, inputs, index, cache, context):
+        """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
 
-        Returns `(outputs (B, 1, D), cache, cross_attention_weights)`;
-        the returned cache holds this position's keys and values.
+        `cache` and `context` are as made by `initial_cache`; the returned
+        cache holds this position's keys and values.
         """
         hidden = self.self_attention_residual.normalize_input(inputs)
-        hidden, self_key, self_value = self.self_attention.decode_step(
-            hidden, cache["self_key"], cache["self_value"], index)
+        hidden, cache = self.self_attention.decode_step(hidden, index, cache)
         inputs = self.self_attention_residual(inputs, hidden)
-        if memory_mask is not None:  # (B, S) -> (B, 1, 1, S)
-            memory_mask = ops.expand_dims(
-                ops.expand_dims(cast_mask(memory_mask), 1), 1)
-        outputs, weights = self._cross_and_feed_forward(
-            inputs, lambda hidden: self.cross_attention.attend_heads_first(
-                hidden, cache["cross_key"], cache["cross_value"],
-                memory_mask))
-        cache = dict(cache, self_key=self_key, self_value=self_value)
-        return outputs, cache, weights
+        outputs, _ = self._cross_and_feed_forward(
+            inputs, context["key"], context["value"], context["mask"])
+        return outputs, cache
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -183,17 +184,26 @@ class Decoder(_Stack):
         outputs = self._finish(outputs)
         return (outputs, weights) if return_attention_scores else outputs
 
-    def initial_cache(self, memory, max_length):
-        """Per-layer caches {"layer_0": {...}, ...} for `decode_step`."""
-        return {f"layer_{index}": layer.initial_cache(memory, max_length)
-                for index, layer in enumerate(self.blocks)}
+    def initial_cache(self, memory, memory_mask, max_length):
+        """`DecoderLayer.initial_cache` of every layer.
 
-    def decode_step(self, inputs, cache, index, memory_mask=None):
-        """Decodes position `index`: (B, 1, D) -> (B, 1, D), new cache and
-        the last layer's cross-attention weights (B, H, 1, S)."""
+        Returns:
+            `(cache, context)`, each a dict {"layer_0": ..., ...} of the
+            layers' caches and contexts.
+        """
+        cache, context = {}, {}
+        for index, layer in enumerate(self.blocks):
+            name = f"layer_{index}"
+            cache[name], context[name] = layer.initial_cache(
+                memory, memory_mask, max_length)
+        return cache, context
+
+    def decode_step(self, inputs, index, cache, context):
+        """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
+        """
         outputs, new_cache = inputs, {}
         for position, layer in enumerate(self.blocks):
             name = f"layer_{position}"
-            outputs, new_cache[name], weights = layer.decode_step(
-                outputs, cache[name], index, memory_mask)
-        return self._finish(outputs), new_cache, weights
+            outputs, new_cache[name] = layer.decode_step(
+                outputs, index, cache[name], context[name])
+        return self._finish(outputs), new_cache

@@ -10,7 +10,7 @@ import math
 import keras
 from keras import ops
 
-from keras_transformer.layers._checks import check_positive_int
+from keras_transformer.checks import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_transformer.layers._checks import (
+from keras_transformer.checks import (
     check_choice,
     check_divisible,
     check_positive_int,

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_transformer.layers._checks import (
+from keras_transformer.checks import (
     check_choice,
     check_positive_int,
     check_rate,

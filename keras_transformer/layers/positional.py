@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_transformer.layers._checks import check_positive_int
+from keras_transformer.checks import check_positive_int
 
 
 def sinusoidal_table(max_length: int, d_model: int) -> np.ndarray:

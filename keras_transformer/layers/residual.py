@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_transformer.layers._checks import check_rate
+from keras_transformer.checks import check_rate
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")

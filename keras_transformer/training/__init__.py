@@ -8,7 +8,7 @@ Public API:
     label_smoothed_crossentropy(y_true, logits, label_smoothing) -> (B, T)
     checkpoint_paths(directory), average_checkpoints(model, paths),
     average_last_checkpoints(model, directory, num_checkpoints=5)
-    compile_transformer(model, config), check_run_config(run_dir, config),
+    compile_transformer(model, config),
     train(model_or_config, train_ds, valid_ds, run_dir, *, epochs, ...)
     get_strategy(name), is_chief(strategy), worker_run_dir(run_dir, strategy)
 """
@@ -33,7 +33,6 @@ from keras_transformer.training.schedule import (
     make_optimizer,
 )
 from keras_transformer.training.trainer import (
-    check_run_config,
     compile_transformer,
     train,
 )
@@ -44,7 +43,6 @@ __all__ = [
     "TransformerSchedule",
     "average_checkpoints",
     "average_last_checkpoints",
-    "check_run_config",
     "checkpoint_paths",
     "compile_transformer",
     "get_strategy",

@@ -30,19 +30,20 @@ model.keras) and returns the saved result. To train longer, use a new
 
 A different config. If `run_dir/config.json` exists and differs from the
 given config, `train()` raises a `ValueError` naming the differing fields
-(see `check_run_config`) before it touches anything: the checkpoints of one
-model cannot resume another.
+(see `RunDirectory.check_config`) before it touches anything: the
+checkpoints of one model cannot resume another.
 """
 
 import importlib.util
-import json
 import os
 import shutil
 
 import keras
 
+from keras_transformer import run_directory as files
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
+from keras_transformer.run_directory import RunDirectory
 from keras_transformer.training import averaging
 from keras_transformer.training.distribute import (
     get_strategy,
@@ -54,14 +55,6 @@ from keras_transformer.training.losses import (
     MaskedSparseCategoricalCrossentropy,
 )
 from keras_transformer.training.schedule import make_optimizer
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-BACKUP_DIR = os.path.join(CHECKPOINT_DIR, "backup")
-STATE_FILE = os.path.join(CHECKPOINT_DIR, "state.json")
-LOG_DIR = "logs"
-HISTORY_FILE = "history.json"
-MODEL_FILE = "model.keras"
 
 
 def compile_transformer(model: keras.Model,
@@ -85,45 +78,11 @@ def compile_transformer(model: keras.Model,
     return model
 
 
-def check_run_config(run_dir: str, config: TransformerConfig) -> None:
-    """Raises `ValueError` if `run_dir/config.json` differs from `config`.
-
-    The file is expected to hold `config.to_dict()` (as `config.to_json()`
-    writes it). A missing file passes. The error names every differing
-    field with its saved and given values.
-    """
-    if not isinstance(config, TransformerConfig):
-        raise TypeError(
-            "`config` must be a TransformerConfig. "
-            f"Received: config={config!r}")
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return
-    saved = _read_json(path)
-    if not isinstance(saved, dict):
-        raise ValueError(
-            f"`run_dir` holds a {CONFIG_FILE} that is not a JSON object. "
-            f"Received: run_dir={run_dir!r}")
-    given = config.to_dict()
-    missing = object()
-    differences = [
-        f"{key} (saved {saved.get(key, missing)!r}, given "
-        f"{given.get(key, missing)!r})".replace(repr(missing), "nothing")
-        for key in sorted(set(saved) | set(given))
-        if saved.get(key, missing) != given.get(key, missing)
-    ]
-    if differences:
-        raise ValueError(
-            f"`config` differs from the run's {CONFIG_FILE} in: "
-            f"{', '.join(differences)}. Use a new `run_dir`, or the saved "
-            f"config to resume. Received: run_dir={run_dir!r}")
-
-
 def train(
     model_or_config: keras.Model | TransformerConfig,
     train_ds,
     valid_ds,
-    run_dir: str,
+    run_dir: "str | RunDirectory",
     *,
     epochs: int,
     steps_per_epoch: int | None = None,
@@ -153,7 +112,7 @@ def train(
             "decoder_inputs": (B, T)}, labels (B, T))`, pad id 0. With
             `steps_per_epoch`, make it repeat.
         valid_ds: the same for validation, or None.
-        run_dir: str, the run directory.
+        run_dir: str or `RunDirectory`, the run directory.
         epochs: int, the number of epochs.
         steps_per_epoch: int or None, batches per epoch; None runs through
             `train_ds` once per epoch.
@@ -192,15 +151,16 @@ def train(
         raise ModuleNotFoundError(
             "`train()` writes TensorBoard logs and needs the `tensorboard` "
             "package: pip install tensorboard")
-    model, strategy = _prepare_model(model_or_config, run_dir, strategy)
-    out_dir = worker_run_dir(os.fspath(run_dir), strategy)
-    os.makedirs(os.path.join(out_dir, CHECKPOINT_DIR), exist_ok=True)
-    state_path = os.path.join(out_dir, STATE_FILE)
-    history_path = os.path.join(out_dir, HISTORY_FILE)
-    model_path = os.path.join(out_dir, MODEL_FILE)
-    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+    run = RunDirectory(run_dir)
+    model, strategy = _prepare_model(model_or_config, run, strategy)
+    out = RunDirectory(worker_run_dir(run.root, strategy))
+    checkpoint_dir = out.path(files.CHECKPOINTS)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    history_path = out.path(files.HISTORY)
+    model_path = out.path(files.MODEL)
+    backup_dir = out.path(files.BACKUP)
 
-    state = _read_json(state_path) if os.path.exists(state_path) else {}
+    state = out.read_json(files.STATE, default={})
     averaging.build_optimizer(model)
     if state.get("finished") and os.path.exists(model_path):
         model.load_weights(model_path)
@@ -216,11 +176,11 @@ def train(
                            else averaging.STEP_CHECKPOINT)
         run_callbacks = [
             keras.callbacks.ModelCheckpoint(
-                os.path.join(out_dir, CHECKPOINT_DIR, checkpoint_name),
+                os.path.join(checkpoint_dir, checkpoint_name),
                 save_weights_only=True, save_freq=checkpoint_every),
             _HistoryWriter(history_path),
             keras.callbacks.TensorBoard(
-                os.path.join(out_dir, LOG_DIR), write_graph=False,
+                out.path(files.LOGS), write_graph=False,
                 profile_batch=0),
             *([early_stopping] if early_stopping else []),
             *(callbacks or []),
@@ -239,33 +199,29 @@ def train(
             "stopped_early": bool(early_stopping
                                   and early_stopping.stopped_epoch > 0),
         }
-        _write_json(state_path, state)
+        out.write_json(files.STATE, state)
     elif average_last is None:
         # Killed between the end of fit and model.keras: the backup holds
         # the weights of the last step.
         model.load_weights(os.path.join(backup_dir, "latest.weights.h5"))
     if average_last is not None:
-        averaging.average_last_checkpoints(
-            model, os.path.join(out_dir, CHECKPOINT_DIR), average_last)
-    _save_model(model, model_path)
+        averaging.average_last_checkpoints(model, checkpoint_dir,
+                                           average_last)
+    out.save_model(model)
     shutil.rmtree(backup_dir, ignore_errors=True)
     return model, _read_history(history_path)
 
 
-def _prepare_model(model_or_config, run_dir, strategy):
+def _prepare_model(model_or_config, run, strategy):
     """Returns the compiled model and its strategy."""
     if isinstance(model_or_config, TransformerConfig):
-        check_run_config(run_dir, model_or_config)
+        run.check_config(model_or_config)
         strategy = strategy or get_strategy("default")
         with strategy.scope():
             model = build_transformer(model_or_config)
             compile_transformer(model, model_or_config)
-        if worker_run_dir(os.fspath(run_dir), strategy) == os.fspath(
-                run_dir):
-            config_path = os.path.join(run_dir, CONFIG_FILE)
-            if not os.path.exists(config_path):
-                os.makedirs(run_dir, exist_ok=True)
-                _write_json(config_path, model_or_config.to_dict())
+        if worker_run_dir(run.root, strategy) == run.root:
+            run.claim(model_or_config)
         return model, strategy
     if not isinstance(model_or_config, keras.Model):
         raise TypeError(
@@ -282,7 +238,7 @@ def _prepare_model(model_or_config, run_dir, strategy):
 def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
                       average_last, checkpoint_every, backup_every,
                       early_stopping_patience):
-    if not isinstance(run_dir, (str, os.PathLike)):
+    if not isinstance(run_dir, (str, os.PathLike, RunDirectory)):
         raise TypeError(
             f"`run_dir` must be a path. Received: run_dir={run_dir!r}")
     checks = [("epochs", epochs, False), ("backup_every", backup_every, False),
@@ -342,8 +298,8 @@ class _HistoryWriter(keras.callbacks.Callback):
         rows = _history_rows(_read_history(self.path))[:epoch]
         rows.append({key: float(value) for key, value in logs.items()})
         keys = sorted({key for row in rows for key in row})
-        _write_json(self.path,
-                    {key: [row.get(key) for row in rows] for key in keys})
+        files.write_json(self.path, {key: [row.get(key) for row in rows]
+                                     for key in keys})
 
 
 def _history_rows(history):
@@ -354,23 +310,4 @@ def _history_rows(history):
 
 
 def _read_history(path):
-    return _read_json(path) if os.path.exists(path) else {}
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
-
-
-def _write_json(path, value):
-    """Writes JSON atomically: a kill leaves the old file or the new one."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
-    os.replace(temporary, path)
-
-
-def _save_model(model, path):
-    temporary = f"{path[:-len('.keras')]}.tmp.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
+    return files.read_json(path) if os.path.exists(path) else {}

@@ -1,0 +1,86 @@
+"""Argument checks shared by the whole package; each error names the argument.
+
+Pure Python (no TensorFlow): the CLI, the configs and the runtimes that run
+without TensorFlow use them too. Every message reads
+"`name` must be ... Received: name=value".
+"""
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+def is_int(value: Any) -> bool:
+    """True for Python and NumPy integers, False for bools."""
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def check_int(name: str, value: Any, minimum: int | None = None,
+              optional: bool = False) -> int | None:
+    """Returns `value` as an int; None passes when `optional`."""
+    if optional and value is None:
+        return None
+    if not is_int(value):
+        expected = "None or an int" if optional else "an int"
+        raise TypeError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}. Received: {name}={value}")
+    return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """`check_int` with minimum 1."""
+    return check_int(name, value, 1)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def check_float(name: str, value: Any, minimum: float | None = None) -> float:
+    """Returns a finite number >= `minimum` as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"`{name}` must be a float. Received: {name}={value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(
+            f"`{name}` must be a finite number{bound}. "
+            f"Received: {name}={value}")
+    return value
+
+
+def check_rate(name: str, value: Any) -> float:
+    """A probability in [0, 1), as dropout rates and label smoothing are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a float. Received: {name}={value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{name}` must be in [0, 1). Received: {name}={value}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+    return value
+
+
+def check_divisible(d_model: int, num_heads: int) -> None:
+    if d_model % num_heads:
+        raise ValueError(
+            "`d_model` must be divisible by `num_heads`. "
+            f"Received: d_model={d_model}, num_heads={num_heads}")
