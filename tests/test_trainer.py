@@ -12,16 +12,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_transformer.training import averaging, trainer
+from keras_transformer import run_directory as files
+from keras_transformer.training import averaging
 from keras_transformer.training.losses import (
     MaskedAccuracy,
     MaskedSparseCategoricalCrossentropy,
 )
-from keras_transformer.training.trainer import (
-    check_run_config,
-    compile_transformer,
-    train,
-)
+from keras_transformer.training.trainer import compile_transformer, train
 from tests.training_script import VOCAB, copy_task_dataset, tiny_config
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "training_script.py")
@@ -77,10 +74,10 @@ def test_learns_the_copy_task_and_writes_the_run(tmp_path):
     # The run directory.
     assert read_json(os.path.join(run_dir, "history.json")) == history
     assert read_json(os.path.join(run_dir, "config.json")) == config.to_dict()
-    assert read_json(os.path.join(run_dir, trainer.STATE_FILE)) == {
+    assert read_json(os.path.join(run_dir, files.STATE)) == {
         "finished": True, "epochs_completed": epochs, "stopped_early": False}
     assert os.listdir(os.path.join(run_dir, "logs"))
-    assert not os.path.exists(os.path.join(run_dir, trainer.BACKUP_DIR))
+    assert not os.path.exists(os.path.join(run_dir, files.BACKUP))
     paths = averaging.checkpoint_paths(os.path.join(run_dir, "checkpoints"))
     assert [os.path.basename(p) for p in paths] == [
         f"epoch-{epoch:04d}.weights.h5" for epoch in range(1, epochs + 1)]
@@ -125,7 +122,7 @@ def test_early_stopping_step_checkpoints_and_recovery(tmp_path):
                        steps_per_epoch=4, early_stopping_patience=0,
                        checkpoint_every=3, average_last=2)
     assert len(history["val_loss"]) == 2
-    state = read_json(os.path.join(run_dir, trainer.STATE_FILE))
+    state = read_json(os.path.join(run_dir, files.STATE))
     assert state == {"finished": True, "epochs_completed": 2,
                      "stopped_early": True}
     assert not os.path.exists(os.path.join(run_dir, "config.json"))
@@ -162,25 +159,6 @@ def test_without_averaging_keeps_the_last_weights(tmp_path):
     other.load_weights(str(tmp_path / "model.keras"))
     for got, want in zip(other.get_weights(), final):
         np.testing.assert_array_equal(got, want)
-
-
-def test_check_run_config(tmp_path):
-    config = tiny_config()
-    check_run_config(str(tmp_path), config)  # no config.json: passes
-    (tmp_path / "config.json").write_text(config.to_json())
-    check_run_config(str(tmp_path), config)
-    other = dataclasses.replace(config, d_model=64, dropout_rate=0.2)
-    with pytest.raises(ValueError, match="`config`") as error:
-        check_run_config(str(tmp_path), other)
-    message = str(error.value)
-    assert "d_model (saved 32, given 64)" in message
-    assert "dropout_rate (saved 0.0, given 0.2)" in message
-    assert "num_heads" not in message
-    (tmp_path / "config.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="`run_dir`"):
-        check_run_config(str(tmp_path), config)
-    with pytest.raises(TypeError, match="`config`"):
-        check_run_config(str(tmp_path), config.to_dict())
 
 
 def test_train_refuses_a_run_dir_of_another_config(tmp_path):
@@ -239,7 +217,7 @@ def test_resumes_after_sigkill_mid_epoch(tmp_path):
     command = [sys.executable, SCRIPT, "train", run_dir, str(epochs),
                str(steps), log]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    metadata_path = os.path.join(run_dir, trainer.BACKUP_DIR,
+    metadata_path = os.path.join(run_dir, files.BACKUP,
                                  "training_metadata.json")
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
