@@ -3,92 +3,133 @@
 Public API:
     TransformerConfig, PRESETS           hyperparameters and the presets
     build_transformer(config)            the functional seq2seq model
-    encode, make_step_fn                 encoder once; cached decoder step
+    Transformer                          the model: named parts, encode /
+                                         initial_cache / decode_step
     layers.*                             one Keras layer per paper component
     masks.*                              padding / causal mask helpers
     SubwordTokenizer (text)              tensorflow-text WordPiece, lossless
+    SentencePieceTokenizer (text)        a SentencePiece model as a tokenizer
     load_corpus, make_dataset (data)     corpora and the tf.data pipeline
     TransformerSchedule, train (training) the paper's recipe with model.fit
     greedy_search, beam_search           cached search over a step function
+    SearchSettings (inference)           beam size, length penalty, ...
     Translator                           tokenizers + model + search
+    RunDirectory (run_directory)         the files of one run directory
     train_run, load_translator,          run directories (the CLI's API)
     evaluate_run (runs)
 
 Shape glossary: B batch, S source length, T target length, D d_model,
 H heads, K head size, F d_ff, V vocabulary.
+
+Every name above is imported on first use (PEP 562), so
+`import keras_transformer` imports neither TensorFlow nor Keras. The Keras
+classes (layers, model, schedule, losses) are registered for
+`keras.models.load_model` when their module is imported: at
+`import keras_transformer` if Keras or TensorFlow is already imported
+(then it costs little), otherwise on first use of any of them; to load a
+`.keras` file first, `import keras` before `keras_transformer`, or import
+`keras_transformer.model`.
 """
 
-import os
+import importlib
+import sys
+
+from keras_transformer import _logging
 
 # TensorFlow's C++ start-up notes (oneDNN, CPU features) are noise for users
-# of this package; a value the user set is kept.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_transformer import data, decoding, layers, masks, text, training
-from keras_transformer.config import PRESETS, TransformerConfig
-from keras_transformer.data import load_corpus, make_dataset
-from keras_transformer.decoding import beam_search, greedy_search
-from keras_transformer.layers import (
-    Decoder,
-    DecoderLayer,
-    Encoder,
-    EncoderLayer,
-    MultiHeadAttention,
-    PositionwiseFeedForward,
-    ResidualNorm,
-    SinusoidalPositionalEncoding,
-    TokenEmbedding,
-    scaled_dot_product_attention,
-)
-from keras_transformer.model import (
-    build_transformer,
-    cross_attention_weights,
-    encode,
-    make_step_fn,
-)
-from keras_transformer.runs import (
-    evaluate_run,
-    load_translator,
-    train_run,
-)
-from keras_transformer.text import SubwordTokenizer
-from keras_transformer.training import TransformerSchedule, train
-from keras_transformer.translator import Translator
+# of this package: TF_CPP_MIN_LOG_LEVEL defaults to 2; a value the user set
+# is kept.
+_logging.set_default_log_level()
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "SubwordTokenizer",
-    "Translator",
-    "TransformerSchedule",
-    "beam_search",
-    "data",
-    "decoding",
-    "evaluate_run",
-    "greedy_search",
-    "load_corpus",
-    "load_translator",
-    "make_dataset",
-    "text",
-    "train",
-    "train_run",
-    "training",
-    "Decoder",
-    "DecoderLayer",
-    "Encoder",
-    "EncoderLayer",
-    "MultiHeadAttention",
-    "PositionwiseFeedForward",
-    "ResidualNorm",
-    "SinusoidalPositionalEncoding",
-    "TokenEmbedding",
-    "TransformerConfig",
-    "build_transformer",
-    "cross_attention_weights",
-    "encode",
-    "layers",
-    "make_step_fn",
-    "masks",
-    "scaled_dot_product_attention",
-]
+# Public name -> the module that defines it, relative to this package. A
+# name equal to its module's last part ("data": ".data") is the module.
+_LAZY_NAMES = {
+    # Subpackages and modules.
+    "data": ".data",
+    "decoding": ".decoding",
+    "layers": ".layers",
+    "masks": ".masks",
+    "text": ".text",
+    "training": ".training",
+    # Configuration and model.
+    "PRESETS": ".config",
+    "TransformerConfig": ".config",
+    "Transformer": ".model",
+    "build_transformer": ".model",
+    # Layers.
+    "Decoder": ".layers",
+    "DecoderLayer": ".layers",
+    "Encoder": ".layers",
+    "EncoderLayer": ".layers",
+    "MultiHeadAttention": ".layers",
+    "PositionwiseFeedForward": ".layers",
+    "ResidualNorm": ".layers",
+    "SinusoidalPositionalEncoding": ".layers",
+    "TokenEmbedding": ".layers",
+    "scaled_dot_product_attention": ".layers",
+    # Text and data.
+    "SubwordTokenizer": ".text",
+    "SentencePieceTokenizer": ".text.sentencepiece_tokenizer",
+    "load_corpus": ".data",
+    "make_dataset": ".data",
+    # Training.
+    "TransformerSchedule": ".training",
+    "train": ".training",
+    # Search and translation.
+    "beam_search": ".decoding",
+    "greedy_search": ".decoding",
+    "SearchSettings": ".inference",
+    "Translator": ".translator",
+    # Run directories.
+    "RunDirectory": ".run_directory",
+    "evaluate_run": ".runs",
+    "load_translator": ".runs",
+    "train_run": ".runs",
+}
+
+__all__ = list(_LAZY_NAMES)
+
+
+def __getattr__(name):
+    """Imports the module of a public name on first access (PEP 562)."""
+    module_name = _LAZY_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}")
+    full_name = __name__ + module_name
+    try:
+        module = importlib.import_module(full_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if not (full_name == missing or full_name.startswith(missing + ".")):
+            raise  # The module exists; something it imports is missing.
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r} (its module "
+            f"{full_name!r} does not exist)") from None
+    if module_name == "." + name:
+        value = module
+    else:
+        try:
+            value = getattr(module, name)
+        except AttributeError:
+            raise AttributeError(
+                f"module {__name__!r} has no attribute {name!r} "
+                f"({full_name!r} does not define it)") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAMES))
+
+
+# The modules whose `register_keras_serializable` classes
+# `keras.models.load_model` finds by name ("keras_transformer>...").
+_KERAS_OBJECT_MODULES = (".layers", ".model", ".training")
+
+if "keras" in sys.modules or "tensorflow" in sys.modules:
+    for _module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(__name__ + _module)
+    del _module

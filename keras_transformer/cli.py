@@ -7,70 +7,134 @@
     keras-transformer export --run DIR --format saved_model|onnx|all|
         ctranslate2[-int8] --out DIR
     keras-transformer bench [--quick]
+    keras-transformer --verbose COMMAND ...   (TensorFlow's log lines too)
 
 Bad input (missing files, unknown presets, a run directory holding another
 config, ...) ends with one line `error: ...` and exit status 2.
+
+This module imports only the standard library at top level, and the
+parser only pure-Python modules, so `--help` never imports TensorFlow;
+each command imports what it needs once its arguments are parsed, after
+`_logging.configure` has imported TensorFlow quietly.
 """
 
 import argparse
 import json
-import logging
 import os
 import sys
-import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+DATA_HELP = ("bundled[:de|fr] (English number phrases, no download), "
+             "tfds:NAME, a .tsv file, or SOURCE,TARGET aligned plain-text "
+             "files")
 
-PRESETS = ("tiny", "small", "base", "big")
+
+def _add_verbose(parser: argparse.ArgumentParser, subcommand: bool) -> None:
+    # After a subcommand, SUPPRESS keeps an absent flag from overwriting
+    # the value parsed before it.
+    parser.add_argument(
+        "--verbose", action="store_true",
+        default=argparse.SUPPRESS if subcommand else False,
+        help="show TensorFlow's start-up and log lines (hidden by default)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `keras-transformer` command.
+
+    Building it imports no TensorFlow, Keras or NumPy.
+
+    Returns:
+        An `argparse.ArgumentParser` with one subparser per command.
+    """
+    from keras_transformer.config import PRESETS  # Pure Python.
+
     parser = argparse.ArgumentParser(
         prog="keras-transformer",
         description="Train, use and export Transformer translators.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    _add_verbose(parser, subcommand=False)
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="COMMAND")
 
-    quick = commands.add_parser(
-        "quickstart", help="train on the bundled corpus, evaluate, export")
-    quick.add_argument("--run", default="runs/quickstart")
-    quick.add_argument("--language", choices=("fr", "de"), default="fr")
-    quick.add_argument("--epochs", type=int, default=None)
+    def command(name, text, description=None):
+        sub = commands.add_parser(name, help=text,
+                                  description=description or text)
+        _add_verbose(sub, subcommand=True)
+        return sub
 
-    train = commands.add_parser("train", help="train a translator")
+    quick = command(
+        "quickstart", "train on the bundled corpus, evaluate, export",
+        "Train a tiny translator on the bundled corpus (English number "
+        "phrases to French or German; minutes on a CPU), evaluate it, and "
+        "export it.")
+    quick.add_argument("--run", default="runs/quickstart",
+                       help="the run directory, resumed if it exists "
+                            "(default: %(default)s)")
+    quick.add_argument("--language", choices=("fr", "de"), default="fr",
+                       help="target language of the bundled corpus "
+                            "(default: %(default)s)")
+    quick.add_argument("--epochs", type=int, default=None,
+                       help="training epochs (default: the quickstart's "
+                            "setting)")
+
+    train = command("train", "train a translator")
     train.add_argument("--data", required=True,
-                       help="bundled[:de|fr], tfds:NAME, a .tsv file, or "
-                            "SOURCE,TARGET plain-text files")
-    train.add_argument("--valid-data", default=None)
-    train.add_argument("--run", required=True, help="the run directory")
-    train.add_argument("--preset", default="small", choices=PRESETS)
-    train.add_argument("--epochs", type=int, default=10)
+                       help=f"training corpus: {DATA_HELP}")
+    train.add_argument("--valid-data", default=None,
+                       help="validation corpus, same forms as --data "
+                            "(default: the validation split of bundled and "
+                            "tfds data, none for files)")
+    train.add_argument("--run", required=True,
+                       help="the run directory (the same command again "
+                            "resumes it)")
+    train.add_argument("--preset", default="small", choices=tuple(PRESETS),
+                       help="model size (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=10,
+                       help="training epochs (default: %(default)s)")
     train.add_argument("--steps", type=int, default=None,
                        help="steps per epoch (default: one pass)")
-    train.add_argument("--batch-tokens", type=int, default=4096)
-    train.add_argument("--vocab-size", type=int, default=8000)
+    train.add_argument("--batch-tokens", type=int, default=4096,
+                       help="token budget per batch (default: %(default)s)")
+    train.add_argument("--vocab-size", type=int, default=8000,
+                       help="largest subword vocabulary to learn, per side "
+                            "or joint (default: %(default)s)")
     train.add_argument("--joint-vocab", action="store_true",
                        help="one vocabulary for both sides (paper)")
-    train.add_argument("--lower-case", action="store_true")
+    train.add_argument("--lower-case", action="store_true",
+                       help="lower-case text before tokenizing")
     train.add_argument("--truncate", action="store_true",
                        help="truncate pairs over max_length (default: drop)")
-    train.add_argument("--average-last", type=int, default=5)
+    train.add_argument("--average-last", type=int, default=5,
+                       help="average the newest N checkpoints into the "
+                            "final model; 0 keeps the last weights "
+                            "(default: %(default)s)")
     train.add_argument("--strategy", default="default",
-                       choices=("default", "mirrored", "multi_worker"))
+                       choices=("default", "mirrored", "multi_worker"),
+                       help="tf.distribute strategy: one device, every "
+                            "local GPU, or the workers of TF_CONFIG "
+                            "(default: %(default)s)")
     train.add_argument("--set", action="append", default=[],
                        metavar="FIELD=VALUE",
-                       help="override a TransformerConfig field")
+                       help="override a TransformerConfig field (JSON "
+                            "value; repeatable)")
 
-    translate = commands.add_parser("translate", help="translate text")
-    translate.add_argument("--run", required=True)
+    translate = command("translate", "translate text")
+    translate.add_argument("--run", required=True,
+                           help="a trained run directory")
     translate.add_argument("text", nargs="*",
                            help="texts (default: --file or stdin)")
     translate.add_argument("--file", default=None,
                            help="one text a line ('-' for stdin)")
     search = translate.add_mutually_exclusive_group()
-    search.add_argument("--beam", type=int, default=None)
-    search.add_argument("--greedy", action="store_true")
-    translate.add_argument("--nbest", type=int, default=1)
-    translate.add_argument("--batch-size", type=int, default=64)
+    search.add_argument("--beam", type=int, default=None,
+                        help="beam size (default: the translator's, 4)")
+    search.add_argument("--greedy", action="store_true",
+                        help="greedy search (beam size 1)")
+    translate.add_argument("--nbest", type=int, default=1,
+                           help="print the N best translations of each "
+                                "text, with rank and score (default: "
+                                "%(default)s)")
+    translate.add_argument("--batch-size", type=int, default=64,
+                           help="texts translated at once (default: "
+                                "%(default)s)")
     translate.add_argument(
         "--jit-compile", action="store_true",
         help="XLA-compile each search (faster on repeated shapes; every "
@@ -79,26 +143,39 @@ def _parser() -> argparse.ArgumentParser:
                            metavar="OUT.png",
                            help="cross-attention heatmap of the first text")
 
-    evaluate = commands.add_parser("evaluate", help="BLEU, chrF, exact match")
-    evaluate.add_argument("--run", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--greedy", action="store_true")
-    evaluate.add_argument("--beam", type=int, default=None)
+    evaluate = command("evaluate", "BLEU, chrF, exact match")
+    evaluate.add_argument("--run", required=True,
+                          help="a trained run directory")
+    evaluate.add_argument("--data", required=True,
+                          help=f"held-out corpus: {DATA_HELP}")
+    evaluate.add_argument("--split", default="test",
+                          help="split of bundled and tfds data (default: "
+                               "%(default)s)")
+    evaluate.add_argument("--greedy", action="store_true",
+                          help="greedy search (beam size 1)")
+    evaluate.add_argument("--beam", type=int, default=None,
+                          help="beam size (default: the translator's, 4)")
     evaluate.add_argument("--jit-compile", action="store_true",
                           help="XLA-compile each search")
 
-    export = commands.add_parser("export", help="SavedModel and ONNX")
-    export.add_argument("--run", required=True)
+    export = command("export", "SavedModel and ONNX")
+    export.add_argument("--run", required=True,
+                        help="a trained run directory")
     export.add_argument("--format", default="all",
                         choices=("saved_model", "onnx", "all",
-                                 "ctranslate2", "ctranslate2-int8"))
-    export.add_argument("--out", required=True)
+                                 "ctranslate2", "ctranslate2-int8"),
+                        help="what to write: all is saved_model and onnx; "
+                             "ctranslate2 needs the bench extra (default: "
+                             "%(default)s)")
+    export.add_argument("--out", required=True,
+                        help="the output directory")
 
-    bench = commands.add_parser("bench", help="speed benchmarks")
+    bench = command("bench", "speed benchmarks")
     bench.add_argument("--quick", action="store_true",
                        help="tiny config, few repeats (a smoke run)")
-    bench.add_argument("--output", default="benchmarks/RESULTS.md")
+    bench.add_argument("--output", default="benchmarks/RESULTS.md",
+                       help="the Markdown report; the figures go beside it "
+                            "as .json (default: %(default)s)")
     return parser
 
 
@@ -214,12 +291,20 @@ COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    # TensorFlow's own notes on saving and tracing are not for CLI users.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    """Runs the `keras-transformer` command.
+
+    Args:
+        argv: list of str, the arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status: 0, 2 after an `error: ...` line, 130 when
+        interrupted.
+    """
+    args = build_parser().parse_args(argv)
     try:
+        from keras_transformer import _logging
+
+        _logging.configure(verbose=args.verbose)
         COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else repr(error)

@@ -191,7 +191,7 @@ def test_joint_models_share_ids(protos, tokenizers):
     source, target = protos["source"], protos["target"]
     assert _pieces(source) == _pieces(target)
     assert model_info(source)["normalization"] == "nmt_nfkc"
-    assert model_info(target)["normalization"] == "identity"
+    assert model_info(target)["normalization"] == "as_written"
     text = ["Größe café 我喜欢猫 👍🏽"]
     assert (tokenizers["source"].tokenize(text).to_list()
             == tokenizers["target"].tokenize(text).to_list())
@@ -205,21 +205,25 @@ def test_separate_models(protos):
     assert "猫" in _pieces(target) and "猫" not in _pieces(source)
     assert "ö" in _pieces(source) and "ö" not in _pieces(target)
     assert model_info(source)["normalization"] == "nmt_nfkc"
-    assert model_info(target)["normalization"] == "identity"
+    assert model_info(target)["normalization"] == "as_written"
 
 
 def test_with_normalization_keeps_pieces(protos):
     target = protos["target"]
-    for rule in ("nmt_nfkc", "nfkc", "identity"):
+    for rule in ("nmt_nfkc", "nfkc", "as_written", "identity"):
         proto = with_normalization(target, rule)
         assert _pieces(proto) == _pieces(target)
         spec = sentencepiece_model_pb2.ModelProto.FromString(
             proto).normalizer_spec
         assert spec.name == rule
-        assert (len(spec.precompiled_charsmap) > 1000) == (rule != "identity")
+        assert (len(spec.precompiled_charsmap) > 0) == (rule != "identity")
         processor = spm.SentencePieceProcessor(model_proto=proto)
-        expected = "ｆｕｌｌ：" if rule == "identity" else "full:"
+        as_written = rule in ("as_written", "identity")
+        expected = "ｆｕｌｌ：" if as_written else "full:"
         assert processor.decode(processor.encode("  ｆｕｌｌ：")) == expected
+        # Whitespace of any kind is a space under the two rules we use.
+        blank = processor.encode(" \t\n\u3000\u00a0\u200b ")
+        assert (blank == []) == (rule in ("nmt_nfkc", "as_written"))
 
 
 @pytest.mark.parametrize("name", ["source", "target", "bpe_source",
@@ -264,9 +268,11 @@ def test_empty_and_blank_strings(tokenizers):
         assert isinstance(empty, tf.RaggedTensor)
         assert empty.shape[0] == 0 and empty.dtype == tf.int32
         assert tokenizer.detokenize(empty).shape == (0,)
-    # nmt_nfkc turns tabs, newlines and exotic spaces into spaces.
+    # nmt_nfkc and as_written turn tabs, newlines and exotic spaces into
+    # spaces.
     blank = [" \t\n\r\u3000\u00a0\u200b\u2028 "]
     assert tokenizers["source"].tokenize(blank).to_list() == [[]]
+    assert tokenizers["target"].tokenize(blank).to_list() == [[]]
 
 
 def test_detokenize_skips_reserved_ids(tokenizers):
@@ -315,7 +321,7 @@ def test_files_and_properties(tokenizers, protos, tmp_path):
     assert loaded.vocabulary == _pieces(protos["target"])
     assert loaded.vocab_size == len(loaded.vocabulary)
     assert loaded.config == model_info(protos["target"])
-    assert loaded.config["normalization"] == "identity"
+    assert loaded.config["normalization"] == "as_written"
 
 
 _SAVED_MODEL_SCRIPT = textwrap.dedent("""

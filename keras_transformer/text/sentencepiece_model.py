@@ -10,19 +10,21 @@ text in a translation. Digits are not split.
 
 Normalization rules: `"nmt_nfkc"` (NFKC plus SentencePiece's NMT rules:
 most control characters are removed, tabs, newlines, U+200B and other
-spaces become spaces; NUL and U+200D stay), `"nfkc"` and `"identity"` (the
-text as written: keeps e.g. the full-width "：" that NFKC turns into ":").
-Every rule removes leading, trailing and repeated spaces and marks word
-starts with "▁" (U+2581); with `"identity"` only U+0020 is a space: tabs,
-newlines and U+3000 are kept (as pieces or bytes), so a lone tab gives
-tokens.
+spaces become spaces; NUL and U+200D stay), `"nfkc"`, `"as_written"` (the
+target side's rule: the text as written, e.g. the full-width "：" that NFKC
+turns into ":" stays, except that whitespace of any kind is a space) and
+`"identity"` (nothing at all: only U+0020 is a space). Every rule removes
+leading, trailing and repeated spaces and marks word starts with "▁"
+(U+2581).
 """
 
 import functools
 import io
 import itertools
+import os
 import random
 import re
+import tempfile
 from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
@@ -40,7 +42,12 @@ from keras_transformer.text.special_tokens import (
 )
 
 MODEL_TYPES = ("unigram", "bpe")
-NORMALIZATION_RULES = ("nmt_nfkc", "nfkc", "identity")
+NORMALIZATION_RULES = ("nmt_nfkc", "nfkc", "as_written", "identity")
+# "as_written": whitespace of any kind (Unicode White_Space, and U+200B as
+# in nmt_nfkc) becomes U+0020; every other character stays as written.
+_WHITESPACE = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x1680,
+               *range(0x2000, 0x200C), 0x2028, 0x2029, 0x202F, 0x205F,
+               0x3000)
 NUM_BYTE_PIECES = 256
 # 4 reserved pieces + 256 byte pieces + at least the word marker "▁".
 MIN_VOCAB_SIZE = 4 + NUM_BYTE_PIECES + 1
@@ -106,7 +113,7 @@ def learn_tokenizer_models(
     """Learns the source and target models of a translation task.
 
     The source side is normalized with `"nmt_nfkc"`, the target side is kept
-    as written (`"identity"`). With `joint=True` one vocabulary is learned
+    as written (`"as_written"`). With `joint=True` one vocabulary is learned
     (with `"identity"`) from the sources normalized by SentencePiece's own
     `"nmt_nfkc"` normalizer plus the targets, and the two models differ only
     in their normalizer: the same piece has the same id on both sides, so
@@ -140,7 +147,7 @@ def learn_tokenizer_models(
         target = _train(
             _sample(_non_blank(targets, "targets"), max_sentences, seed),
             *args, "identity", character_coverage)
-        return source, target
+        return source, with_normalization(target, "as_written")
     normalizer = spm.SentencePieceNormalizer(
         rule_name="nmt_nfkc", add_dummy_prefix=False,
         escape_whitespaces=False, remove_extra_whitespaces=True)
@@ -150,7 +157,8 @@ def learn_tokenizer_models(
         (text for text in normalized if text), _non_blank(targets, "targets"))
     model = _train(_sample(texts, max_sentences, seed), *args, "identity",
                    character_coverage)
-    return with_normalization(model, "nmt_nfkc"), model
+    return (with_normalization(model, "nmt_nfkc"),
+            with_normalization(model, "as_written"))
 
 
 def with_normalization(model_proto: bytes, rule: str) -> bytes:
@@ -158,7 +166,7 @@ def with_normalization(model_proto: bytes, rule: str) -> bytes:
 
     Args:
         model_proto: bytes, a serialized SentencePiece `ModelProto`.
-        rule: `"nmt_nfkc"`, `"nfkc"` or `"identity"`.
+        rule: one of `NORMALIZATION_RULES`.
 
     Returns:
         The serialized model with the normalizer of `rule`; leading,
@@ -242,10 +250,22 @@ def _charsmap(rule: str) -> bytes:
     if rule == "identity":
         return b""
     writer = io.BytesIO()
+    options = dict(normalization_rule_name=rule)
+    if rule == "as_written":
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "as_written.tsv")
+            with open(path, "w", encoding="utf-8") as file:
+                file.writelines(f"{code:04X}\t0020\n"
+                                for code in _WHITESPACE)
+            return _charsmap_of(writer, normalization_rule_tsv=path)
+    return _charsmap_of(writer, **options)
+
+
+def _charsmap_of(writer, **options) -> bytes:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(["a b"]), model_writer=writer,
         vocab_size=8, hard_vocab_limit=False, model_type="char",
-        normalization_rule_name=rule, minloglevel=3)
+        minloglevel=3, **options)
     return _parse(writer.getvalue()).normalizer_spec.precompiled_charsmap
 
 
