@@ -129,7 +129,10 @@ class Transformer(keras.Model):
         super().__init__(
             inputs={"encoder_inputs": encoder_inputs,
                     "decoder_inputs": decoder_inputs},
-            outputs=logits, dtype=dtype, name=name, **kwargs)
+            outputs=logits, name=name, **kwargs)
+        # keras.Model's functional constructor ignores `dtype`: the model
+        # reports (and saves) the policy its layers were built with.
+        self.dtype_policy = self.encoder.dtype_policy
         self.config = config
 
     def _project(self, hidden):
