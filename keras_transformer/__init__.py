@@ -32,6 +32,8 @@ classes (layers, model, schedule, losses) are registered for
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 from keras_transformer import _logging
@@ -118,6 +120,8 @@ def __getattr__(name):
                 f"module {__name__!r} has no attribute {name!r} "
                 f"({full_name!r} does not define it)") from None
     globals()[name] = value
+    if sys.modules.get("keras") is not None:
+        _register_keras_objects()
     return value
 
 
@@ -129,7 +133,67 @@ def __dir__():
 # `keras.models.load_model` finds by name ("keras_transformer>...").
 _KERAS_OBJECT_MODULES = (".layers", ".model", ".training")
 
-if "keras" in sys.modules or "tensorflow" in sys.modules:
-    for _module in _KERAS_OBJECT_MODULES:
-        importlib.import_module(__name__ + _module)
-    del _module
+
+def _importing(name):
+    module = sys.modules.get(name)
+    return getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def _register_keras_objects():
+    """Imports the modules of our Keras classes, unless one is importing.
+
+    When `keras` was imported from inside one of our modules (or from
+    TensorFlow's own import), that import chain is still running: the
+    registration then happens once it is done (after TensorFlow's import,
+    or at the next public name accessed).
+    """
+    if _importing("tensorflow") or _importing("keras") or any(
+            _importing(key) for key in list(sys.modules)
+            if key.startswith(__name__ + ".")):
+        return False
+    for module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(__name__ + module)
+    return True
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Registers our Keras classes once `keras` (or TensorFlow) is imported.
+
+    So `import keras_transformer` stays free of TensorFlow (the CLI answers
+    `--help` at once), yet a `.keras` file of ours loads in any import
+    order. Removes itself once the classes are registered.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in ("keras", "tensorflow"):
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader, self)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader, finder):
+        self._loader, self._finder = loader, finder
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        # Mark the module as imported before registering (importlib clears
+        # the flag only after this method returns).
+        module.__spec__._initializing = False
+        if _register_keras_objects() and self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+
+
+if sys.modules.get("keras") is not None:
+    _register_keras_objects()
+elif "keras" not in sys.modules:
+    sys.meta_path.insert(0, _AfterKerasImport())

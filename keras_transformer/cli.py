@@ -94,12 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-tokens", type=int, default=4096,
                        help="token budget per batch (default: %(default)s)")
     train.add_argument("--vocab-size", type=int, default=8000,
-                       help="largest subword vocabulary to learn, per side "
-                            "or joint (default: %(default)s)")
-    train.add_argument("--joint-vocab", action="store_true",
-                       help="one vocabulary for both sides (paper)")
-    train.add_argument("--lower-case", action="store_true",
-                       help="lower-case text before tokenizing")
+                       help="largest SentencePiece vocabulary to learn, "
+                            "joint or per side, 256 byte pieces included "
+                            "(default: %(default)s)")
+    train.add_argument("--separate-vocab", action="store_true",
+                       help="one SentencePiece model per side (default: one "
+                            "joint vocabulary for both sides, as the paper)")
+    train.add_argument("--subword-model", choices=("unigram", "bpe"),
+                       default="unigram",
+                       help="SentencePiece model type (default: "
+                            "%(default)s)")
     train.add_argument("--truncate", action="store_true",
                        help="truncate pairs over max_length (default: drop)")
     train.add_argument("--average-last", type=int, default=5,
@@ -212,7 +216,8 @@ def _cmd_train(args):
         args.data, args.run, preset=args.preset, valid_data=args.valid_data,
         epochs=args.epochs, steps_per_epoch=args.steps,
         batch_tokens=args.batch_tokens, vocab_size=args.vocab_size,
-        joint_vocabulary=args.joint_vocab, lower_case=args.lower_case,
+        joint_vocabulary=not args.separate_vocab,
+        subword_model=args.subword_model,
         length_policy="truncate" if args.truncate else "drop",
         average_last=args.average_last or None,
         strategy=get_strategy(args.strategy), **_overrides(args.set))

@@ -9,6 +9,7 @@ A run directory (DESIGN.md) holds everything needed to use a model again;
 import dataclasses
 import logging
 import os
+import time
 
 import keras
 
@@ -18,12 +19,12 @@ from keras_transformer.data import encode_pairs, load_corpus, make_dataset
 from keras_transformer.evaluation import evaluate_translations
 from keras_transformer.inference import SearchSettings
 from keras_transformer.run_directory import RunDirectory
-from keras_transformer.text import SubwordTokenizer
+from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
+from keras_transformer.text.sentencepiece_tokenizer import (
+    SentencePieceTokenizer,
+)
 from keras_transformer.training import train
 from keras_transformer.translator import Translator
-
-SOURCE_VOCAB = "source_vocab.txt"
-TARGET_VOCAB = "target_vocab.txt"
 
 logger = logging.getLogger(__name__)
 
@@ -38,41 +39,36 @@ class TrainResult:
     data: dict
 
 
-def _tokenizers(run, corpus, vocab_size, joint_vocabulary, lower_case):
-    """Learns the vocabularies once; a resumed run reads them back."""
+def _tokenizers(run, corpus, vocab_size, joint_vocabulary, model_type):
+    """Learns the SentencePiece models once; a resumed run reads them back.
+    """
     if run.exists(files.TOKENIZER):
         return load_tokenizers(run)
-    run_dir = run.root
-    options = {"lower_case": lower_case}
-    if joint_vocabulary:
-        source = target = SubwordTokenizer.from_corpus(
-            corpus.sources + corpus.targets, vocab_size, **options)
-    else:
-        source = SubwordTokenizer.from_corpus(corpus.sources, vocab_size,
-                                              **options)
-        target = SubwordTokenizer.from_corpus(corpus.targets, vocab_size,
-                                              **options)
-    os.makedirs(run_dir, exist_ok=True)
-    source.save_vocabulary(os.path.join(run_dir, SOURCE_VOCAB))
-    target.save_vocabulary(os.path.join(run_dir, TARGET_VOCAB))
+    start = time.perf_counter()
+    source, target = learn_tokenizer_models(
+        corpus.sources, corpus.targets, vocab_size=vocab_size,
+        model_type=model_type, joint=joint_vocabulary)
+    seconds = time.perf_counter() - start
+    os.makedirs(run.root, exist_ok=True)
+    tokenizers = SentencePieceTokenizer(source), SentencePieceTokenizer(target)
+    tokenizers[0].save(run.path(files.SOURCE_MODEL))
+    tokenizers[1].save(run.path(files.TARGET_MODEL))
     run.write_json(files.TOKENIZER, {
-        "source": source.config, "target": target.config,
-        "source_vocabulary": SOURCE_VOCAB, "target_vocabulary": TARGET_VOCAB,
-        "joint": joint_vocabulary})
-    return source, target
+        "source_model": files.SOURCE_MODEL,
+        "target_model": files.TARGET_MODEL, "joint": joint_vocabulary,
+        "source": tokenizers[0].config, "target": tokenizers[1].config,
+        "learning_seconds": round(seconds, 2)})
+    return tokenizers
 
 
 def load_tokenizers(run_dir: "str | RunDirectory"):
     """Returns the (source, target) tokenizers saved in `run_dir`."""
     run = RunDirectory(run_dir)
-    run_dir = run.root
     info = run.read_json(files.TOKENIZER)
-    return (SubwordTokenizer.from_vocabulary_file(
-                os.path.join(run_dir, info["source_vocabulary"]),
-                **info["source"]),
-            SubwordTokenizer.from_vocabulary_file(
-                os.path.join(run_dir, info["target_vocabulary"]),
-                **info["target"]))
+    return (SentencePieceTokenizer.from_file(
+                run.require(info["source_model"])),
+            SentencePieceTokenizer.from_file(
+                run.require(info["target_model"])))
 
 
 def make_config(preset: str, source_tokenizer, target_tokenizer,
@@ -102,8 +98,8 @@ def _check_overrides(preset, overrides) -> TransformerConfig:
 def train_run(data: str, run_dir: str, *, preset: str = "small",
               valid_data: str | None = None, epochs: int = 10,
               steps_per_epoch: int | None = None, batch_tokens: int = 4096,
-              vocab_size: int = 8000, joint_vocabulary: bool = False,
-              lower_case: bool = False, length_policy: str = "drop",
+              vocab_size: int = 8000, joint_vocabulary: bool = True,
+              subword_model: str = "unigram", length_policy: str = "drop",
               average_last: int | None = 5, strategy=None, seed: int = 0,
               verbose: int | str = "auto",
               **config_overrides) -> TrainResult:
@@ -119,11 +115,13 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         epochs, steps_per_epoch, average_last, strategy: as in
             `training.train`.
         batch_tokens: token budget per batch (the paper: ~25,000).
-        vocab_size: the largest vocabulary to learn (per side, or joint).
+        vocab_size: the largest SentencePiece vocabulary to learn (joint,
+            or per side), byte pieces and reserved ids included.
         joint_vocabulary: one vocabulary for both sides (the paper's
-            shared source-target BPE); the preset's `share_embeddings` then
-            applies.
-        lower_case: lower-case text before tokenizing.
+            shared source-target vocabulary; the default); the preset's
+            `share_embeddings` then applies.
+        subword_model: "unigram" (default) or "bpe", SentencePiece's
+            model type.
         length_policy: "drop" or "truncate" pairs over `max_length`.
         seed: shuffling seed.
         verbose: Keras progress-bar mode.
@@ -141,7 +139,7 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     valid = (load_corpus(valid_data, split="validation")
              if valid_data else None)
     source_tokenizer, target_tokenizer = _tokenizers(
-        run, corpus, vocab_size, joint_vocabulary, lower_case)
+        run, corpus, vocab_size, joint_vocabulary, subword_model)
     config = make_config(preset, source_tokenizer, target_tokenizer,
                          joint_vocabulary, **config_overrides)
     run.check_config(config)  # before any slow work; `train` claims it

@@ -161,7 +161,8 @@ def test_flags_and_defaults_are_unchanged():
     assert (train.preset, train.epochs, train.steps, train.batch_tokens,
             train.vocab_size, train.average_last, train.strategy,
             train.set) == ("small", 10, None, 4096, 8000, 5, "default", [])
-    assert not (train.joint_vocab or train.lower_case or train.truncate)
+    assert not (train.separate_vocab or train.truncate)
+    assert train.subword_model == "unigram"
     translate = parse(["translate", "--run", "r", "a", "b"])
     assert (translate.text, translate.file, translate.beam, translate.greedy,
             translate.nbest, translate.batch_size) == (

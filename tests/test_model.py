@@ -218,3 +218,22 @@ def test_keras_file_loads_in_a_fresh_process(policy, tmp_path, rng):
     assert result["class"] == "Transformer"
     assert result["policy"] == policy and result["d_model"] == 64
     np.testing.assert_allclose(result["logits"], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("imports", [
+    "import keras_transformer, keras",
+    "import keras_transformer; import tensorflow; import keras",
+    "import keras, keras_transformer",
+])
+def test_keras_file_loads_in_any_import_order(imports, tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "m.keras")
+    kt.build_transformer(_config()).save(path)
+    script = (f"{imports}\nimport sys\n"
+              f"m = keras.models.load_model({path!r}, safe_mode=True)\n"
+              "print(type(m).__name__)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["Transformer"]

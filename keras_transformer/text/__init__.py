@@ -1,24 +1,56 @@
-"""Subword tokenization: `SubwordTokenizer` over tensorflow-text WordPiece.
+"""Subword tokenization with SentencePiece.
 
-Reserved ids: 0 `[PAD]`, 1 `[UNK]`, 2 `[START]`, 3 `[END]`.
+Vocabularies are learned with the `sentencepiece` library
+(`learn_tokenizer_models`: unigram by default, BPE as an option; one joint
+vocabulary by default; byte fallback, so no character is ever unknown) and
+run inside TensorFlow graphs with tensorflow-text's SentencePiece ops
+(`SentencePieceTokenizer`). The same `.model` files run in onnxruntime-
+extensions and with the `sentencepiece` package (ONNX and CTranslate2
+exports).
+
+Reserved ids, defined once in `special_tokens`: 0 `[PAD]`, 1 `[UNK]`,
+2 `[START]`, 3 `[END]`. Importing this package imports neither TensorFlow
+nor sentencepiece; the names below load their module on first use.
 """
 
-from keras_transformer.text.tokenizer import SubwordTokenizer
-from keras_transformer.text.vocabulary import (
+import importlib
+
+from keras_transformer.text.special_tokens import (
     END_ID,
+    END_TOKEN,
     PAD_ID,
+    PAD_TOKEN,
     RESERVED_TOKENS,
     START_ID,
+    START_TOKEN,
     UNK_ID,
-    build_vocabulary,
+    UNK_TOKEN,
 )
 
+_LAZY_NAMES = {
+    "SentencePieceTokenizer": ".sentencepiece_tokenizer",
+    "learn_sentencepiece": ".sentencepiece_model",
+    "learn_tokenizer_models": ".sentencepiece_model",
+    "model_info": ".sentencepiece_model",
+    "with_normalization": ".sentencepiece_model",
+    "SubwordTokenizer": ".tokenizer",
+}
+
 __all__ = [
-    "END_ID",
-    "PAD_ID",
-    "RESERVED_TOKENS",
-    "START_ID",
-    "SubwordTokenizer",
-    "UNK_ID",
-    "build_vocabulary",
+    "END_ID", "END_TOKEN", "PAD_ID", "PAD_TOKEN", "RESERVED_TOKENS",
+    "START_ID", "START_TOKEN", "UNK_ID", "UNK_TOKEN", *_LAZY_NAMES,
 ]
+
+
+def __getattr__(name):
+    if name not in _LAZY_NAMES:
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__),
+                    name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAMES))
