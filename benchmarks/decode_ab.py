@@ -1,10 +1,12 @@
 """A/B of decoding between two versions of the package, side by side.
 
-    python -m keras_transformer.benchmarks.decode_ab BASELINE_REV [--rounds 2]
+    python -m keras_transformer.benchmarks.decode_ab BASELINE_REV \
+        [--current REV] [--rounds 2] [--json OUT.json]
 
-checks out BASELINE_REV (a git revision of this repository) into a
-temporary worktree and runs the same worker (this file, `--worker`) under
-each version in turn, `--rounds` times, alternating: each builds the
+checks out BASELINE_REV and the current revision (default HEAD) of this
+repository into temporary worktrees (so edits in progress cannot disturb
+it) and runs the same worker (this file, `--worker`) under each version in
+turn, `--rounds` times, alternating: each builds the
 "small" model with the same weights (saved once by the current version and
 assigned by variable path), pins the [END] logit to 0 so every search runs
 to 64 tokens, and times greedy and beam 4 at batch 1 and 32 in the
@@ -127,36 +129,56 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", help="git revision to compare with")
+    parser.add_argument("--current", default="HEAD",
+                        help="git revision to measure (default: HEAD)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", default=None,
+                        help="also write the raw timings and ids here")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(*args.worker)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], check=True, text=True,
+        capture_output=True,
+        cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="decode-ab-") as tmp:
-        baseline = os.path.join(tmp, "baseline")
-        subprocess.run(["git", "-C", root, "worktree", "add", "--detach",
-                        baseline, args.baseline], check=True,
-                       capture_output=True)
+        trees = {}
+        for name, revision in (("baseline", args.baseline),
+                               ("current", args.current)):
+            trees[name] = os.path.join(tmp, name)
+            subprocess.run(["git", "-C", root, "worktree", "add",
+                            "--detach", trees[name], revision], check=True,
+                           capture_output=True)
+            # A layout whose export/ installs as keras_transformer.export:
+            # link it into the package, as the installed package has it.
+            package = os.path.join(trees[name], "keras_transformer")
+            for folder in ("export", "benchmarks"):
+                link = os.path.join(package, folder)
+                if name == "current" and not os.path.exists(link):
+                    os.symlink(os.path.join("..", folder), link)
         try:
             weights = os.path.join(tmp, "weights.npz")
             runs = {"baseline": [], "current": []}
             for round_ in range(args.rounds):
-                for name, tree in (("current", root),
-                                   ("baseline", baseline)):
+                for name in ("current", "baseline"):
                     out = os.path.join(tmp, f"{name}-{round_}.json")
                     work = tempfile.mkdtemp(dir=tmp)
-                    env = dict(os.environ, PYTHONPATH=tree,
+                    env = dict(os.environ, PYTHONPATH=trees[name],
                                TF_CPP_MIN_LOG_LEVEL="3")
                     subprocess.run(
                         [sys.executable, os.path.abspath(__file__),
                          "x", "--worker", weights, out, work],
-                        check=True, cwd=tree, env=env)
+                        check=True, cwd=trees[name], env=env)
                     with open(out) as file:
                         runs[name].append(json.load(file))
         finally:
-            subprocess.run(["git", "-C", root, "worktree", "remove",
-                            "--force", baseline], check=False)
+            for tree in trees.values():
+                subprocess.run(["git", "-C", root, "worktree", "remove",
+                                "--force", tree], check=False)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(runs, file)
     print("| cell | baseline ms (min-max) | current ms (min-max) | "
           "current/baseline time | ids identical |")
     print("|---|---|---|---|---|")
