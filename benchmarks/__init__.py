@@ -1,8 +1,8 @@
 """Speed benchmarks of keras_transformer against its peers.
 
 `keras-transformer bench [--quick] [--output benchmarks/RESULTS.md]` calls
-`keras_transformer.benchmarks.harness.main(quick, output)`, which writes RESULTS.md (and the
-raw figures as RESULTS.json beside it).
+`keras_transformer.benchmarks.harness.main(quick, output)`, which writes
+RESULTS.md (and the raw figures as RESULTS.json beside it).
 
 Modules:
     harness             the plan of the run (sizes, runtimes) and `main`

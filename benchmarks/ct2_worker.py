@@ -1,9 +1,9 @@
 """Times CTranslate2 in a process of its own (no TensorFlow loaded).
 
-The harness starts `python -m keras_transformer.benchmarks.ct2_worker` once and sends one
-JSON request per line: {"model_dir", "tokens" (list of token lists),
-"beam", "length", "repeats", "warmup", "min_repeat_seconds"}; each answer
-is one JSON line {"seconds": Measurement dict, "output_length"} or
+The harness starts `python -m keras_transformer.benchmarks.ct2_worker` once
+and sends one JSON request per line: {"model_dir", "tokens" (list of token
+lists), "beam", "length", "repeats", "warmup", "min_repeat_seconds"}; each
+answer is one JSON line {"seconds": Measurement dict, "output_length"} or
 {"error": text}. CTranslate2 then runs as it would in production, with
 nothing else in its process. The harness starts one worker per converted
 model: in one process, float32 decoding after int8 decoding ran up to 5x

@@ -47,7 +47,6 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
 
     from keras_transformer.config import TransformerConfig
     from keras_transformer.model import build_transformer
-    from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer
     from keras_transformer.translator import Translator
 
     config = TransformerConfig.from_preset("small")
@@ -66,9 +65,13 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
             value = variable.numpy()
             value[3] = 0.0
             variable.assign(value)
-    vocabulary = list(RESERVED_TOKENS) + [
-        f"t{i}" for i in range(4, config.target_vocab_size)]
-    tokenizer = SubwordTokenizer(vocabulary)
+    try:  # the tokenizer of the version: WordPiece before 0.2
+        from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer
+        tokenizer = SubwordTokenizer(list(RESERVED_TOKENS) + [
+            f"t{i}" for i in range(4, config.target_vocab_size)])
+    except ImportError:
+        from keras_transformer.benchmarks.ours import synthetic_tokenizer
+        tokenizer = synthetic_tokenizer(config.target_vocab_size)
     extra = OUTPUT_LENGTH - SOURCE_LENGTH
     import inspect
 
@@ -141,7 +144,9 @@ def main():
     root = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"], check=True, text=True,
         capture_output=True,
-        cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        cwd=os.environ.get("DECODE_AB_REPO",
+                          os.path.dirname(os.path.abspath(__file__)))
+    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="decode-ab-") as tmp:
         trees = {}
         for name, revision in (("baseline", args.baseline),

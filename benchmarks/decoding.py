@@ -29,8 +29,13 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from keras_transformer.benchmarks import (
+    keras_hub_peer,
+    ours,
+    reference_tutorial,
+    timing,
+)
 
-from keras_transformer.benchmarks import keras_hub_peer, ours, reference_tutorial, timing
 from keras_transformer.text import END_ID
 
 RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx",
@@ -63,11 +68,11 @@ class DecodingBench:
             self._tmp = tempfile.TemporaryDirectory(prefix="kt-bench-")
             workdir = self._tmp.name
         self.workdir = workdir
-        self.vocabulary = ours.synthetic_vocabulary(config.target_vocab_size)
+        self.tokenizer = ours.synthetic_tokenizer(config.target_vocab_size)
+        self.vocabulary = self.tokenizer.vocabulary
         self.model = ours.build_model(config)
         ours.suppress_token(self.model, END_ID)
         self.source_length = settings["source_length"]
-        self.tokenizer = ours.make_tokenizer(self.vocabulary)
         self.unavailable = {}
         self.export_seconds = {}
         self._cache = {}

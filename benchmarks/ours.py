@@ -16,14 +16,32 @@ import tensorflow as tf
 
 from keras_transformer.inference import SearchSettings
 from keras_transformer.model import build_transformer
-from keras_transformer.text import RESERVED_TOKENS, SubwordTokenizer
+from keras_transformer.text import (
+    RESERVED_TOKENS,
+    SentencePieceTokenizer,
+    learn_sentencepiece,
+)
 from keras_transformer.translator import Translator
 
 
-def synthetic_vocabulary(size: int) -> list[str]:
-    """The reserved tokens, then "t4", "t5", ... (unique token strings)."""
-    return list(RESERVED_TOKENS) + [
-        f"t{i}" for i in range(len(RESERVED_TOKENS), size)]
+def synthetic_tokenizer(size: int) -> SentencePieceTokenizer:
+    """A SentencePiece model of exactly `size` pieces, for random models.
+
+    The reserved and byte pieces of a real model, then "▁t1", "▁t2", ...
+    (unique piece strings, as CTranslate2's vocabularies need).
+    """
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto.FromString(
+        learn_sentencepiece(["a"], vocab_size=300))
+    del model.pieces[len(RESERVED_TOKENS) + 256:]
+    if size < len(model.pieces):
+        raise ValueError(f"`size` must be >= {len(model.pieces)}. "
+                         f"Received: size={size}")
+    for i in range(1, size - len(model.pieces) + 1):
+        piece = model.pieces.add()
+        piece.piece, piece.score = f"\u2581t{i}", -float(i)
+    return SentencePieceTokenizer(model.SerializeToString())
 
 
 def build_model(config, seed: int = 0) -> keras.Model:
@@ -45,11 +63,7 @@ def suppress_token(model: keras.Model, token_id: int) -> None:
             tf.zeros([kernel.shape[0]])))
 
 
-def make_tokenizer(vocabulary: list[str]) -> SubwordTokenizer:
-    return SubwordTokenizer(vocabulary)
-
-
-def make_translator(model: keras.Model, tokenizer: SubwordTokenizer,
+def make_translator(model: keras.Model, tokenizer: SentencePieceTokenizer,
                     extra_length: int = 0, beam_size: int = 4,
                     jit_compile: bool = False) -> Translator:
     """A Translator whose outputs are source length + `extra_length`."""

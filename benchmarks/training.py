@@ -6,9 +6,9 @@ own recipe (ours: `compile_transformer`; the tutorial: its masked loss
 and Adam with the warm-up schedule; keras-hub: our loss and optimizer,
 as keras-hub prescribes none), and times
 `train_on_batch` on one fixed random batch without padding. Run as
-`python -m keras_transformer.benchmarks.training JSON` it prints the result as JSON on its
-last line: the harness runs each model in a fresh process, so that the
-peak resident memory belongs to that model alone.
+`python -m keras_transformer.benchmarks.training JSON` it prints the result
+as JSON on its last line: the harness runs each model in a fresh process,
+so that the peak resident memory belongs to that model alone.
 """
 
 import json
@@ -43,6 +43,7 @@ def _build(peer, config, jit_compile):
         return model, "tuple"
     if peer == "keras_hub":
         from keras_transformer.benchmarks import keras_hub_peer
+
         from keras_transformer.training import (
             MaskedSparseCategoricalCrossentropy,
             make_optimizer,
@@ -62,7 +63,6 @@ def run_training(peer: str, jit_compile: bool, settings: dict) -> dict:
     """Times training steps; returns tokens/s, FLOP/s and memory figures."""
     import numpy as np
     import tensorflow as tf
-
     from keras_transformer.benchmarks import ours, timing
 
     config = _config(settings)
@@ -125,7 +125,8 @@ def run_in_subprocess(peer: str, jit_compile: bool, settings: dict,
     request = json.dumps({"peer": peer, "jit_compile": jit_compile,
                           "settings": settings})
     process = subprocess.run(
-        [sys.executable, "-m", "keras_transformer.benchmarks.training", request],
+        [sys.executable, "-m", "keras_transformer.benchmarks.training",
+         request],
         capture_output=True, text=True, timeout=timeout, cwd=root,
         env=dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = process.stdout.strip().splitlines()

@@ -53,7 +53,10 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
     report = {}
     saved_model_dir = None
     if format in ("saved_model", "all"):
-        from keras_transformer.export.saved_model import export_saved_model, verify_saved_model
+        from keras_transformer.export.saved_model import (
+            export_saved_model,
+            verify_saved_model,
+        )
         path = export_saved_model(
             translator, os.path.join(out_dir, "saved_model", "1"))
         report["saved_model"] = dict(

@@ -7,7 +7,7 @@ Public API:
                                          initial_cache / decode_step
     layers.*                             one Keras layer per paper component
     masks.*                              padding / causal mask helpers
-    SubwordTokenizer (text)              tensorflow-text WordPiece, lossless
+    SentencePieceTokenizer (text)        SentencePiece in TF graphs
     SentencePieceTokenizer (text)        a SentencePiece model as a tokenizer
     load_corpus, make_dataset (data)     corpora and the tf.data pipeline
     TransformerSchedule, train (training) the paper's recipe with model.fit
@@ -72,7 +72,6 @@ _LAZY_NAMES = {
     "TokenEmbedding": ".layers",
     "scaled_dot_product_attention": ".layers",
     # Text and data.
-    "SubwordTokenizer": ".text",
     "SentencePieceTokenizer": ".text.sentencepiece_tokenizer",
     "load_corpus": ".data",
     "make_dataset": ".data",

@@ -10,11 +10,11 @@ import tensorflow as tf
 from keras_transformer.data import pipeline, tfds_reader
 from keras_transformer.data.corpora import (
     ParallelCorpus,
-    load_corpus,
     read_aligned,
     read_tsv,
 )
 from keras_transformer.data.encoding import encode_pairs
+from keras_transformer.data.loader import load_corpus
 from keras_transformer.data.pipeline import make_dataset
 from keras_transformer.data.tfds_reader import load_tfds
 
@@ -356,14 +356,18 @@ def test_default_bucket_lengths():
     assert all(b > a for a, b in zip(lengths, lengths[1:]))
 
 
-def test_with_the_real_subword_tokenizer():
-    text = pytest.importorskip("keras_transformer.text")
+def test_with_the_real_sentencepiece_tokenizer():
     from keras_transformer.data.bundled import bundled_corpus
+    from keras_transformer.text import (
+        SentencePieceTokenizer,
+        learn_tokenizer_models,
+    )
 
     corpus = bundled_corpus("de", "test", max_number=999, train_size=100,
                             valid_size=10, test_size=20)
-    source = text.SubwordTokenizer.from_corpus(corpus.sources, vocab_size=200)
-    target = text.SubwordTokenizer.from_corpus(corpus.targets, vocab_size=200)
+    source, target = (SentencePieceTokenizer(proto) for proto in
+                      learn_tokenizer_models(corpus.sources, corpus.targets,
+                                             vocab_size=400))
     ds = make_dataset(corpus, source, target, batch_size=8, shuffle=False)
     detokenized = {"encoder_inputs": [], "decoder_inputs": [], "labels": []}
     for inputs, labels in ds:

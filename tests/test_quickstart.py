@@ -2,13 +2,15 @@
 
 Training, evaluation and export are replaced by fakes (each has tests of
 its own); this checks that the figures reach metrics.json, where the
-benchmark report reads them (`keras_transformer.benchmarks.harness.read_quality`).
+benchmark report reads them
+(`keras_transformer.benchmarks.harness.read_quality`).
 """
 
 import json
 
-from keras_transformer import export
 from keras_transformer.benchmarks import harness
+
+from keras_transformer import export
 from keras_transformer import quickstart as quickstart_module
 
 

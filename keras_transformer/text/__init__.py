@@ -33,7 +33,6 @@ _LAZY_NAMES = {
     "learn_tokenizer_models": ".sentencepiece_model",
     "model_info": ".sentencepiece_model",
     "with_normalization": ".sentencepiece_model",
-    "SubwordTokenizer": ".tokenizer",
 }
 
 __all__ = [
