@@ -1,13 +1,12 @@
 """Constants, argument checks and tensor helpers shared by the searches."""
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from keras_transformer.checks import check_int, is_int
+from keras_transformer.checks import check_float, check_int, is_int
 from keras_transformer.inference import (  # noqa: F401 (re-exported)
     DEFAULT_BEAM_SIZE,
     DEFAULT_EXTRA_LENGTH,
@@ -80,19 +79,7 @@ def check_max_length(max_length: Any) -> int | tf.Tensor:
 
 def check_length_penalty(length_penalty: Any) -> float:
     """Checks the GNMT exponent alpha: a finite python number >= 0."""
-    if isinstance(length_penalty, bool) or not isinstance(
-        length_penalty, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(
-            "`length_penalty` must be a python float. "
-            f"Received: length_penalty={length_penalty!r}"
-        )
-    if not math.isfinite(length_penalty) or length_penalty < 0:
-        raise ValueError(
-            "`length_penalty` must be a finite number >= 0. "
-            f"Received: length_penalty={length_penalty}"
-        )
-    return float(length_penalty)
+    return check_float("length_penalty", length_penalty, 0.0)
 
 
 def check_initial_ids(initial_ids: Any) -> tf.Tensor:

@@ -13,6 +13,8 @@ from contextlib import nullcontext
 import keras
 import numpy as np
 
+from keras_transformer.checks import check_positive_int
+
 # Names of the checkpoint files `train()` writes (Keras `ModelCheckpoint`
 # placeholders; epochs and batches count from 1).
 EPOCH_CHECKPOINT = "epoch-{epoch:04d}.weights.h5"
@@ -127,15 +129,7 @@ def average_last_checkpoints(
     Returns:
         The files averaged, oldest first.
     """
-    if isinstance(num_checkpoints, bool) or not isinstance(
-            num_checkpoints, int):
-        raise TypeError(
-            "`num_checkpoints` must be an int. "
-            f"Received: num_checkpoints={num_checkpoints!r}")
-    if num_checkpoints < 1:
-        raise ValueError(
-            "`num_checkpoints` must be a positive integer. "
-            f"Received: num_checkpoints={num_checkpoints}")
+    check_positive_int("num_checkpoints", num_checkpoints)
     paths = checkpoint_paths(directory)[-num_checkpoints:]
     if not paths:
         raise ValueError(

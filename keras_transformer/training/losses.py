@@ -24,27 +24,12 @@ accumulates correct and real tokens over the whole epoch.
 import keras
 import tensorflow as tf
 
+from keras_transformer.checks import check_int, check_rate
 from keras_transformer.training.distribute import global_sum
 
 
-def _check_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a float. Received: {name}={value!r}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{name}` must be in [0, 1). Received: {name}={value}")
-
-
 def _check_pad_id(pad_id):
-    if pad_id is None:
-        return
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
-        raise TypeError(
-            f"`pad_id` must be an int or None. Received: pad_id={pad_id!r}")
-    if pad_id < 0:
-        raise ValueError(
-            f"`pad_id` must be non-negative. Received: pad_id={pad_id}")
+    check_int("pad_id", pad_id, 0, optional=True)
 
 
 def _check_shapes(y_true, y_pred):
@@ -166,7 +151,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         pad_id: int | None = 0,
         name: str = "masked_sparse_categorical_crossentropy",
     ):
-        _check_rate("label_smoothing", label_smoothing)
+        check_rate("label_smoothing", label_smoothing)
         _check_pad_id(pad_id)
         super().__init__(name=name, reduction="sum", dtype="float32")
         self.label_smoothing = float(label_smoothing)

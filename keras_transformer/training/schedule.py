@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_transformer.checks import check_positive_int
 from keras_transformer.config import TransformerConfig
 
 # Adam hyperparameters of section 5.3.
@@ -46,15 +47,8 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, d_model: int, warmup_steps: int = 4000):
-        for name, value in (("d_model", d_model),
-                            ("warmup_steps", warmup_steps)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"`{name}` must be an int. Received: {name}={value!r}")
-            if value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. "
-                    f"Received: {name}={value}")
+        check_positive_int("d_model", d_model)
+        check_positive_int("warmup_steps", warmup_steps)
         self.d_model = d_model
         self.warmup_steps = warmup_steps
 
