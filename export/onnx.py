@@ -1,23 +1,31 @@
-"""Write a Translator's whole search as ONNX graphs.
+"""Write a Translator's whole search as ONNX graphs, token and text level.
 
-DESIGN.md, "Export contracts": one graph runs the whole search, from
-`source_ids` int32 [B, S] to `target_ids` int32 [B, L] and `score` float32
-[B] (the encoder once, then the decoder loop with its cache), and
-onnxruntime gives the same token ids as TensorFlow. `export_onnx` writes,
-into one directory:
+DESIGN.md, "Export contracts": one graph runs the whole search (the encoder
+once, then the decoder loop with its cache) and onnxruntime gives the same
+outputs as TensorFlow. `export_onnx` writes, into one directory:
 
-- `beam.onnx`: `Translator.translate_tokens` (beam search with the
-  translator's beam size and length penalty);
-- `greedy.onnx`: `Translator.translate_tokens_greedy`;
-- `source_vocab.txt`, `target_vocab.txt`: the vocabularies;
-- `onnx_config.json`: tokenizer options, reserved ids, `max_length`, beam
-  size, length penalty, extra length, opset and the graph files;
+- `beam.onnx`, `greedy.onnx` (token graphs): `Translator.translate_tokens`
+  and `translate_tokens_greedy`, `source_ids` int32 [batch, source_length]
+  -> `target_ids` int32 [batch, target_length], `score` float32 [batch];
+- `beam_text.onnx`, `greedy_text.onnx` (text graphs): the same search
+  between onnxruntime-extensions' SentencePiece tokenizer and decoder
+  (`export.onnx_text.build_text_model`), `text` string [batch] ->
+  `translation` string [batch], `score` float32 [batch], with the input
+  rules of `keras_transformer.inference` inside the graph;
+- `source.model`, `target.model`: the SentencePiece models;
+- `onnx_config.json` (version 2): the graph files of each kind, the model
+  files, reserved ids, `max_length`, `max_source_tokens`,
+  `source_vocab_size`, the search settings, the opset and the inputs and
+  outputs of both kinds;
 
-then checks them with `export.onnx_runtime.verify_onnx`. Each graph is the
-search's `tf.while_loop` as one ONNX `Loop` and holds every weight once:
-after tf2onnx, `_compact` folds the shapes of constants and keeps one copy
-of equal constants. `export.onnx_runtime.OnnxTranslator` translates text
-with the directory.
+then checks them with `export.onnx_verify.verify_onnx` (the text graphs in
+a subprocess without TensorFlow). Each token graph is the search's
+`tf.while_loop` as one ONNX `Loop` and holds every weight once: after
+tf2onnx, `_compact` folds the shapes of constants and keeps one copy of
+equal constants; its dims are named `batch`, `source_length` and
+`target_length`. Each text graph holds the weights once too (so a
+directory holds them four times). `export.onnx_runtime.OnnxTranslator`
+runs the directory with only numpy, onnxruntime and onnxruntime-extensions.
 """
 
 import collections
@@ -30,22 +38,38 @@ import time
 import numpy as np
 import onnx
 import tensorflow as tf
-from onnx import numpy_helper
-
 from keras_transformer.export.onnx_runtime import (
     CONFIG_FILE,
     FORMAT,
+    GRAPH_FILES,
+    SOURCE_MODEL,
+    TARGET_MODEL,
+    TEXT_GRAPH_FILES,
+    VERSION,
+)
+from keras_transformer.export.onnx_text import build_text_model
+from keras_transformer.export.onnx_verify import (
     SEARCH_FUNCTIONS,
     check_translator,
+    graph_summary,
     verify_onnx,
 )
-from keras_transformer.text import END_ID, PAD_ID, START_ID, UNK_ID
+from onnx import numpy_helper
+
+from keras_transformer.text.special_tokens import (
+    END_ID,
+    PAD_ID,
+    START_ID,
+    UNK_ID,
+)
+
+__all__ = ["convert_search", "export_onnx", "graph_summary", "verify_onnx"]
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FILES = {"beam": "beam.onnx", "greedy": "greedy.onnx"}
-SOURCE_VOCAB = "source_vocab.txt"
-TARGET_VOCAB = "target_vocab.txt"
+# The names of the token graphs' dims (tf2onnx leaves "unk__NNN").
+DIM_NAMES = {"source_ids": ("batch", "source_length"),
+             "target_ids": ("batch", "target_length"), "score": ("batch",)}
 MIN_OPSET, MAX_OPSET = 17, 18  # tf2onnx 1.17 writes opsets up to 18.
 
 
@@ -83,8 +107,9 @@ def convert_search(translator, mode: str = "beam",
         opset: int, the ONNX opset, 17 or 18. Defaults to 17.
 
     Returns:
-        An `onnx.ModelProto` with input `source_ids` int32 [B, S] and
-        outputs `target_ids` int32 [B, L], `score` float32 [B].
+        An `onnx.ModelProto` with input `source_ids` int32 [batch,
+        source_length] and outputs `target_ids` int32 [batch,
+        target_length], `score` float32 [batch].
     """
     from tf2onnx import optimizer, tf_loader, tfonnx
     from tf2onnx.convert import tensor_names_from_structed
@@ -111,6 +136,7 @@ def convert_search(translator, mode: str = "beam",
     model = graph.make_model(f"keras-transformer {mode} search",
                              graph_name=f"{mode}_search")
     _compact(model.graph)
+    _name_dims(model.graph)
     # tf2onnx leaves an op it cannot convert in the graph, under its
     # TensorFlow name.
     unknown = sorted({node.op_type for graph, _ in _graphs(model.graph)
@@ -233,6 +259,30 @@ def _compact(main):
     _deduplicate_initializers(main)
 
 
+def _name_dims(main, names=None):
+    """Gives the inputs' and outputs' dims readable names (`DIM_NAMES`).
+
+    A dim name tf2onnx made up for one of them is replaced wherever it
+    occurs (inputs, outputs and value_info of every graph); a dim without
+    a name nor a size gets its readable name.
+    """
+    names = DIM_NAMES if names is None else names
+    renames = {}
+    for value in [*main.input, *main.output]:
+        for dim, name in zip(value.type.tensor_type.shape.dim,
+                             names.get(value.name, ())):
+            if dim.HasField("dim_value"):
+                continue
+            if dim.dim_param:
+                renames.setdefault(dim.dim_param, name)
+            dim.dim_param = name
+    for graph, _ in _graphs(main):
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param in renames:
+                    dim.dim_param = renames[dim.dim_param]
+
+
 # -- export ---------------------------------------------------------------
 
 def export_onnx(translator, out_dir: str | os.PathLike,
@@ -244,12 +294,15 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 score_tolerance: float = 1e-3) -> dict:
     """Writes the searches of `translator` as ONNX graphs and verifies them.
 
-    Writes `GRAPH_FILES[mode]` for each of `modes`, the two vocabulary files
-    and `CONFIG_FILE` into `out_dir` (created if missing; files of the same
-    names are replaced). Then, unless `verify=False`, runs `verify_onnx`.
+    Writes, for each of `modes`, `GRAPH_FILES[mode]` (token graph) and
+    `TEXT_GRAPH_FILES[mode]` (text graph), then the SentencePiece models
+    `SOURCE_MODEL`, `TARGET_MODEL` and, last, `CONFIG_FILE` into `out_dir`
+    (created if missing; files of the same names are replaced). Then,
+    unless `verify=False`, runs `verify_onnx`.
 
     Args:
-        translator: a `keras_transformer.Translator`.
+        translator: a `keras_transformer.Translator` with
+            `SentencePieceTokenizer`s.
         out_dir: path of the output directory.
         opset: int, the ONNX opset, 17 or 18. Defaults to 17.
         modes: the searches to write, "beam" and/or "greedy".
@@ -260,20 +313,28 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     Returns:
         A report dict: `out_dir`, `opset`, `files` (name -> bytes),
         `variables_bytes` (the model's weights), `weights_bytes` (mode ->
-        bytes of constants in the graph), `nodes` and `op_types` (mode ->
-        count by op type, subgraphs included), `conversion_seconds` (mode
-        -> seconds) and `verification` (the `verify_onnx` report, or None).
+        bytes of constants in the token graph), `nodes` and `op_types`
+        (mode -> count by op type in the token graph, subgraphs included),
+        `text_nodes` and `text_op_types` (the same for the text graph),
+        `conversion_seconds` (mode -> seconds, both graphs) and
+        `verification` (the `verify_onnx` report, or None).
 
     Raises:
+        TypeError: `translator` is not a Translator with SentencePiece
+            tokenizers.
         ValueError: an invalid argument, or the verification found a
             difference.
+        RuntimeError: the text graphs could not run in a subprocess.
 
     Example:
     >>> report = export_onnx(translator, "export/onnx")
     >>> report["verification"]["identical"]
-    {'beam': 64, 'greedy': 64}
+    {'beam': 69, 'greedy': 69}
+    >>> report["verification"]["text"]["identical"]
+    {'beam': 69, 'greedy': 69}
     """
     check_translator(translator)
+    protos = [_model_proto(translator, side) for side in ("source", "target")]
     if isinstance(opset, bool) or not isinstance(opset, int) or not (
             MIN_OPSET <= opset <= MAX_OPSET):
         raise ValueError(
@@ -288,34 +349,46 @@ def export_onnx(translator, out_dir: str | os.PathLike,
             f"{sorted(GRAPH_FILES)}. Received: modes={modes!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    config_path = os.path.join(out_dir, CONFIG_FILE)
+    if os.path.exists(config_path):  # Until the new graphs are complete.
+        os.remove(config_path)
     report = {"out_dir": out_dir, "opset": opset, "files": {},
               "variables_bytes": sum(
                   int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                   for v in translator.model.weights),
               "weights_bytes": {}, "nodes": {}, "op_types": {},
+              "text_nodes": {}, "text_op_types": {},
               "conversion_seconds": {}}
     for mode in modes:
         start = time.perf_counter()
         model = convert_search(translator, mode, opset)
         onnx.save(model, os.path.join(out_dir, GRAPH_FILES[mode]))
+        text_model = build_text_model(
+            model, *protos, max_source_tokens=int(translator.source_limit),
+            source_vocab_size=int(translator.source_vocab_size),
+            end_id=END_ID, pad_id=PAD_ID, start_id=START_ID,
+            name=f"{mode}_text_search")
+        onnx.checker.check_model(text_model)
+        onnx.save(text_model, os.path.join(out_dir, TEXT_GRAPH_FILES[mode]))
         report["conversion_seconds"][mode] = round(
             time.perf_counter() - start, 2)
         summary = graph_summary(model)
         for key in ("weights_bytes", "nodes", "op_types"):
             report[key][mode] = summary[key]
-        logger.info("Wrote %s in %.1f s.", GRAPH_FILES[mode],
-                    report["conversion_seconds"][mode])
+        summary = graph_summary(text_model)
+        report["text_nodes"][mode] = summary["nodes"]
+        report["text_op_types"][mode] = summary["op_types"]
+        logger.info("Wrote %s and %s in %.1f s.", GRAPH_FILES[mode],
+                    TEXT_GRAPH_FILES[mode], report["conversion_seconds"][mode])
+    translator.source_tokenizer.save(os.path.join(out_dir, SOURCE_MODEL))
+    translator.target_tokenizer.save(os.path.join(out_dir, TARGET_MODEL))
     # The configuration last: a directory with one lists complete graphs.
-    translator.source_tokenizer.save_vocabulary(
-        os.path.join(out_dir, SOURCE_VOCAB))
-    translator.target_tokenizer.save_vocabulary(
-        os.path.join(out_dir, TARGET_VOCAB))
-    with open(os.path.join(out_dir, CONFIG_FILE), "w",
-              encoding="utf-8") as file:
+    with open(config_path, "w", encoding="utf-8") as file:
         json.dump(_runtime_config(translator, opset, modes), file, indent=2,
                   sort_keys=True)
-    for name in (*(GRAPH_FILES[mode] for mode in modes), SOURCE_VOCAB,
-                 TARGET_VOCAB, CONFIG_FILE):
+    for name in (*(GRAPH_FILES[mode] for mode in modes),
+                 *(TEXT_GRAPH_FILES[mode] for mode in modes), SOURCE_MODEL,
+                 TARGET_MODEL, CONFIG_FILE):
         report["files"][name] = os.path.getsize(os.path.join(out_dir, name))
     report["verification"] = verify_onnx(
         out_dir, translator, texts=texts, source_ids=source_ids,
@@ -324,59 +397,40 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     return report
 
 
+def _model_proto(translator, side):
+    """The serialized SentencePiece model of one side's tokenizer."""
+    tokenizer = getattr(translator, f"{side}_tokenizer")
+    proto = getattr(tokenizer, "model_proto", None)
+    if not isinstance(proto, bytes):
+        raise TypeError(
+            f"`translator` must have SentencePiece tokenizers (with a "
+            f"`model_proto`). Received: translator.{side}_tokenizer of type "
+            f"{type(tokenizer).__name__}")
+    return proto
+
+
 def _runtime_config(translator, opset, modes):
-    """What `OnnxTranslator` needs besides the graphs and vocabularies."""
+    """What `OnnxTranslator` needs besides the graphs and models."""
     return {
-        "format": FORMAT, "version": 1, "opset": opset,
+        "format": FORMAT, "version": VERSION, "opset": opset,
         "graphs": {mode: GRAPH_FILES[mode] for mode in modes},
-        "inputs": {"source_ids": "int32 [batch, source_time]"},
-        "outputs": {"target_ids": "int32 [batch, target_time]",
-                    "score": "float32 [batch]"},
-        "source_vocabulary": SOURCE_VOCAB,
-        "target_vocabulary": TARGET_VOCAB,
+        "text_graphs": {mode: TEXT_GRAPH_FILES[mode] for mode in modes},
+        "custom_op_domains": {"text_graphs": "ai.onnx.contrib "
+                              "(onnxruntime-extensions)"},
+        "inputs": {
+            "graphs": {"source_ids": "int32 [batch, source_length]"},
+            "text_graphs": {"text": "string [batch]"}},
+        "outputs": {
+            "graphs": {"target_ids": "int32 [batch, target_length]",
+                       "score": "float32 [batch]"},
+            "text_graphs": {"translation": "string [batch]",
+                            "score": "float32 [batch]"}},
+        "source_model": SOURCE_MODEL, "target_model": TARGET_MODEL,
         "source_tokenizer": translator.source_tokenizer.config,
         "target_tokenizer": translator.target_tokenizer.config,
         "pad_id": PAD_ID, "unk_id": UNK_ID, "start_id": START_ID,
         "end_id": END_ID, "max_length": int(translator.max_length),
-        "search_settings": translator.settings.to_dict(),
         "max_source_tokens": int(translator.source_limit),
+        "source_vocab_size": int(translator.source_vocab_size),
+        "search_settings": translator.settings.to_dict(),
     }
-
-
-def graph_summary(model: onnx.ModelProto | str | os.PathLike) -> dict:
-    """Op types, node count, opset and constant bytes of an ONNX model.
-
-    Args:
-        model: an `onnx.ModelProto` or the path of a `.onnx` file.
-
-    Returns:
-        A dict: `opset` (of the default domain), `nodes`, `op_types`
-        (op type -> count, subgraphs included, most frequent first),
-        `weights_bytes` (bytes of all initializers and Constant nodes)
-        and `largest_duplicate_bytes` (the bytes of the largest constant
-        held more than once, 0 when none is).
-    """
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
-    counts = collections.Counter()
-    weights, seen, duplicate = 0, set(), 0
-    for graph, _ in _graphs(model.graph):
-        tensors = list(graph.initializer)
-        for node in graph.node:
-            counts[node.op_type] += 1
-            if node.op_type == "Constant":
-                tensors.extend(a.t for a in node.attribute if a.name ==
-                               "value")
-        for tensor in tensors:
-            value = numpy_helper.to_array(tensor)
-            weights += value.nbytes
-            key = (value.dtype.str, value.shape,
-                   hashlib.sha256(value.tobytes()).hexdigest())
-            if key in seen:
-                duplicate = max(duplicate, value.nbytes)
-            seen.add(key)
-    opset = next(o.version for o in model.opset_import
-                 if o.domain in ("", "ai.onnx"))
-    return {"opset": opset, "nodes": sum(counts.values()),
-            "op_types": dict(counts.most_common()),
-            "weights_bytes": weights, "largest_duplicate_bytes": duplicate}

@@ -1,41 +1,76 @@
-"""Run the ONNX graphs that `export.onnx.export_onnx` wrote: onnxruntime.
+"""Run an ONNX export without TensorFlow: numpy, onnxruntime, extensions.
 
-`OnnxTranslator` translates text: tokenization and detokenization run in
-Python with the package's own `SubwordTokenizer` (tensorflow-text ops,
-rebuilt from the vocabulary files), the search runs in onnxruntime.
-`verify_onnx` checks that onnxruntime gives the token ids of TensorFlow.
-Inputs are cleaned exactly as by `keras_transformer.Translator.__call__`:
+`export.onnx.export_onnx` writes a directory that this module runs with
+only `numpy`, `onnxruntime` and `onnxruntime-extensions` (it imports no
+TensorFlow, Keras nor any module of the package that does):
 
-- a source longer than `max_length` is truncated to its first
-  `max_length - 1` tokens (plus `[END]`);
+- `beam.onnx`, `greedy.onnx`: token graphs, `source_ids` int32 [batch,
+  source_length] -> `target_ids` int32 [batch, target_length], `score`
+  float32 [batch];
+- `beam_text.onnx`, `greedy_text.onnx`: text graphs, `text` string [batch]
+  -> `translation` string [batch], `score` float32 [batch]: the token graph
+  between onnxruntime-extensions' SentencePiece tokenizer and decoder
+  (`export.onnx_text`);
+- `source.model`, `target.model`: the SentencePiece models;
+- `onnx_config.json` (`CONFIG_FILE`): the graphs, reserved ids, limits and
+  search settings.
+
+`OnnxTranslator` translates text with the text graphs and token ids with
+the token graphs. Inputs follow `keras_transformer.inference`'s rules, as
+the TensorFlow `Translator` does:
+
+- a source longer than `max_source_tokens` tokens is truncated to its first
+  `max_source_tokens` (plus `[END]`);
 - a text with no token (empty, or only whitespace of any kind) translates
-  to "" with score 0.0;
-- invalid UTF-8 bytes become U+FFFD, unknown characters `[UNK]`;
-- an empty batch gives an empty list.
+  to "" with score 0.0; a row of ids with no token besides `[END]`, and a
+  batch with no columns, gives no target token and score 0.0;
+- invalid UTF-8 bytes become U+FFFD inside SentencePiece, one per byte,
+  as in TensorFlow: bytes reach the graph as they are (a str as UTF-8, a
+  lone surrogate as the byte it escapes, see `text_feed`); characters
+  without a piece are spelled in byte pieces;
+- an empty batch gives an empty batch;
+- ids outside [0, source vocabulary size) are a ValueError naming
+  `source_ids`.
+
+One difference remains: the text graphs' SentencePiece op reads a text up
+to its first NUL character (TensorFlow reads all of it).
+
+onnxruntime-extensions crashes (segfault) a process that imported
+TensorFlow before the extensions library was registered: `make_session`
+raises RuntimeError instead of registering it in such a process.
 """
 
 import json
 import os
-import time
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
-import tensorflow as tf
-
-from keras_transformer.text import PAD_ID, SubwordTokenizer
 
 CONFIG_FILE = "onnx_config.json"
 FORMAT = "keras-transformer-onnx"
-# The Translator's tf.function that each search graph is made from.
-SEARCH_FUNCTIONS = {"beam": "translate_tokens",
-                    "greedy": "translate_tokens_greedy"}
-DEFAULT_NUM_SENTENCES = 64
-_OUTPUTS = ("target_ids", "score")
+VERSION = 2
+GRAPH_FILES = {"beam": "beam.onnx", "greedy": "greedy.onnx"}
+TEXT_GRAPH_FILES = {"beam": "beam_text.onnx", "greedy": "greedy_text.onnx"}
+SOURCE_MODEL, TARGET_MODEL = "source.model", "target.model"
+TOKEN_OUTPUTS = ("target_ids", "score")
+TEXT_OUTPUTS = ("translation", "score")
 
 
 def read_config(onnx_dir: str | os.PathLike) -> dict:
-    """Reads the `CONFIG_FILE` of an ONNX export directory."""
+    """Reads the `CONFIG_FILE` of an ONNX export directory.
+
+    Args:
+        onnx_dir: a directory written by `export.onnx.export_onnx`.
+
+    Returns:
+        The configuration dict.
+
+    Raises:
+        ValueError: the directory has no such file, or one of another
+            format.
+    """
     path = os.path.join(os.fspath(onnx_dir), CONFIG_FILE)
     if not os.path.isfile(path):
         raise ValueError(
@@ -43,34 +78,95 @@ def read_config(onnx_dir: str | os.PathLike) -> dict:
             f"{CONFIG_FILE}. Received: onnx_dir={os.fspath(onnx_dir)!r}")
     with open(path, encoding="utf-8") as file:
         config = json.load(file)
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
         raise ValueError(
             f"`onnx_dir` holds a {CONFIG_FILE} of another format "
-            f"({config.get('format')!r}, expected {FORMAT!r}). "
+            f"({found!r}, expected {FORMAT!r}). "
             f"Received: onnx_dir={os.fspath(onnx_dir)!r}")
     return config
 
 
 def make_session(path: str | os.PathLike,
-                 providers: Sequence[str] | None = None
-                 ) -> ort.InferenceSession:
-    """An onnxruntime session, on the CPU unless `providers` are given."""
+                 providers: Sequence[str] | None = None,
+                 extensions: bool = False) -> ort.InferenceSession:
+    """An onnxruntime session, on the CPU unless `providers` are given.
+
+    Args:
+        path: path of a `.onnx` file.
+        providers: optional list of onnxruntime execution providers.
+            Defaults to `["CPUExecutionProvider"]`.
+        extensions: bool, register onnxruntime-extensions' custom ops (the
+            text graphs need them). Raises RuntimeError if TensorFlow is
+            imported: that combination crashes the process. Defaults to
+            False.
+
+    Returns:
+        An `onnxruntime.InferenceSession`.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # Errors only.
+    if extensions:
+        if sys.modules.get("tensorflow") is not None:
+            raise RuntimeError(
+                "onnxruntime-extensions crashes a process that has imported "
+                "TensorFlow: run the text graphs in a process without "
+                f"TensorFlow. Received: path={os.fspath(path)!r}")
+        import onnxruntime_extensions
+
+        options.register_custom_ops_library(
+            onnxruntime_extensions.get_library_path())
     return ort.InferenceSession(
         os.fspath(path), options,
         providers=list(providers or ["CPUExecutionProvider"]))
 
 
 def run_search(session: ort.InferenceSession, source_ids) -> dict:
-    """Runs one search graph: {"target_ids" int32 (B, L), "score" (B,)}."""
-    target_ids, score = session.run(
-        list(_OUTPUTS), {"source_ids": np.asarray(source_ids, np.int32)})
-    return {"target_ids": target_ids, "score": score}
+    """Runs one token graph: {"target_ids" int32 (B, L), "score" (B,)}."""
+    outputs = session.run(list(TOKEN_OUTPUTS),
+                          {"source_ids": np.asarray(source_ids, np.int32)})
+    return dict(zip(TOKEN_OUTPUTS, outputs))
+
+
+def run_text(session: ort.InferenceSession,
+             texts: Sequence[str | bytes]) -> dict:
+    """Runs one text graph: {"translation" list of str, "score" (B,)}."""
+    translation, score = session.run(list(TEXT_OUTPUTS),
+                                     {"text": text_feed(texts)})
+    return {"translation": [str(t) for t in translation.tolist()],
+            "score": score}
+
+
+def text_feed(texts: Sequence[str | bytes]) -> np.ndarray:
+    """The `text` input of a text graph: the texts' bytes, unchanged.
+
+    onnxruntime feeds an object array of str as UTF-8 and a `numpy.bytes_`
+    array byte for byte (it turns a bytes object into its repr): texts
+    that are all valid UTF-8 go as str, otherwise all go as bytes (a
+    fixed-width array, as wide as the longest text), so that SentencePiece
+    sees invalid bytes as TensorFlow does. A str with lone surrogates is
+    encoded with "surrogateescape" (the bytes Python decoded it from),
+    else "surrogatepass".
+    """
+    data = []
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                text = text.encode("utf-8", "surrogatepass")
+        data.append(bytes(text))
+    try:
+        return np.array([d.decode("utf-8") for d in data], dtype=object)
+    except UnicodeDecodeError:
+        return np.array(data, dtype=np.bytes_)
 
 
 class OnnxTranslator:
     """Text in, text out, with an exported ONNX search and onnxruntime.
+
+    Needs only `numpy`, `onnxruntime` and `onnxruntime-extensions`; text
+    translation runs in a process that has not imported TensorFlow.
 
     Args:
         onnx_dir: str, a directory written by `export.onnx.export_onnx`.
@@ -80,6 +176,7 @@ class OnnxTranslator:
     Attributes:
         config: the export's `onnx_config.json`.
         modes: the searches present, from "beam" and "greedy".
+        source_vocab_size: int, ids of `source_ids` are below it.
 
     Example:
     >>> translator = OnnxTranslator("export/onnx")
@@ -91,19 +188,24 @@ class OnnxTranslator:
                  providers: Sequence[str] | None = None):
         self.onnx_dir = os.fspath(onnx_dir)
         self.config = read_config(self.onnx_dir)
-        self.modes = tuple(sorted(self.config["graphs"]))
+        graphs = self.config.get("graphs") or {}
+        text_graphs = self.config.get("text_graphs")
+        if self.config.get("version") != VERSION or not isinstance(
+                text_graphs, dict) or set(text_graphs) != set(graphs):
+            raise ValueError(
+                f"`onnx_dir` must hold a version-{VERSION} export (token and "
+                "text graphs); export it again with this package. Received: "
+                f"onnx_dir={self.onnx_dir!r} (version "
+                f"{self.config.get('version')!r})")
+        self.modes = tuple(sorted(graphs))
         for mode in self.modes:
-            path = self._path(self.config["graphs"][mode])
-            if not os.path.isfile(path):
-                raise ValueError(
-                    f"`onnx_dir` lacks the {mode} graph {path!r}. "
-                    f"Received: onnx_dir={self.onnx_dir!r}")
-        self.source_tokenizer = SubwordTokenizer.from_vocabulary_file(
-            self._path(self.config["source_vocabulary"]),
-            **self.config["source_tokenizer"])
-        self.target_tokenizer = SubwordTokenizer.from_vocabulary_file(
-            self._path(self.config["target_vocabulary"]),
-            **self.config["target_tokenizer"])
+            for kind, name in (("", graphs[mode]),
+                               (" text", text_graphs[mode])):
+                if not os.path.isfile(self._path(name)):
+                    raise ValueError(
+                        f"`onnx_dir` lacks the {mode}{kind} graph {name!r}. "
+                        f"Received: onnx_dir={self.onnx_dir!r}")
+        self.source_vocab_size = int(self.config["source_vocab_size"])
         self.max_length = int(self.config["max_length"])
         self._providers = providers
         self._sessions = {}
@@ -111,89 +213,91 @@ class OnnxTranslator:
     def _path(self, name):
         return os.path.join(self.onnx_dir, name)
 
-    def session(self, mode: str = "beam") -> ort.InferenceSession:
-        """The onnxruntime session of `mode`, created on first use."""
-        if mode not in self.modes:
+    def _check_mode(self, mode):
+        if not isinstance(mode, str) or mode not in self.modes:
             raise ValueError(
                 f"`mode` must be one of the exported searches {self.modes}. "
                 f"Received: mode={mode!r}")
-        if mode not in self._sessions:
-            self._sessions[mode] = make_session(
-                self._path(self.config["graphs"][mode]), self._providers)
-        return self._sessions[mode]
 
-    def source_ids(self, texts: Sequence[str | bytes]) -> np.ndarray:
-        """Texts -> int32 (B, S): tokens, truncated, then [END], padded."""
-        texts = _check_texts(texts)
-        if not texts:
-            return np.zeros([0, 1], np.int32)
-        tokens = self.source_tokenizer.tokenize(tf.constant(texts, tf.string))
-        rows = [row[:self.max_length - 1] + [self.config["end_id"]]
-                for row in tokens.to_list()]
-        ids = np.full([len(rows), max(map(len, rows))], self.config["pad_id"],
-                      np.int32)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)] = row
-        return ids
+    def session(self, mode: str = "beam",
+                text: bool = False) -> ort.InferenceSession:
+        """The session of the `mode` token (or text) graph, made once."""
+        self._check_mode(mode)
+        key = (mode, bool(text))
+        if key not in self._sessions:
+            files = self.config["text_graphs" if text else "graphs"]
+            self._sessions[key] = make_session(
+                self._path(files[mode]), self._providers, extensions=text)
+        return self._sessions[key]
 
     def translate_tokens(self, source_ids, mode: str = "beam") -> dict:
-        """Runs the `mode` graph on int ids (B, S) -> target_ids, score."""
+        """Runs the `mode` token graph on int ids (B, S).
+
+        Args:
+            source_ids: integer array (B, S), rows as
+                `Translator.source_ids` makes them (tokens, `[END]`, pad).
+            mode: "beam" or "greedy". Defaults to "beam".
+
+        Returns:
+            {"target_ids": int32 (B, L), "score": float32 (B,)}.
+        """
+        self._check_mode(mode)
         source_ids = np.asarray(source_ids)
-        if source_ids.ndim != 2 or not np.issubdtype(source_ids.dtype,
-                                                     np.integer):
+        integer = np.issubdtype(source_ids.dtype, np.integer)
+        if source_ids.ndim != 2 or not (integer or source_ids.size == 0):
             raise ValueError(
                 "`source_ids` must be a 2-D array of integer ids. Received: "
                 f"source_ids with shape {source_ids.shape} and dtype "
                 f"{source_ids.dtype}")
-        vocab_size = self.source_tokenizer.vocab_size
-        if source_ids.size and (source_ids.min() < 0
-                                or source_ids.max() >= vocab_size):
-            raise ValueError(
-                f"`source_ids` must be ids in [0, {vocab_size}), the source "
-                f"vocabulary. Received: source_ids with values from "
-                f"{source_ids.min()} to {source_ids.max()}")
+        if integer:
+            bad = source_ids[(source_ids < 0)
+                             | (source_ids >= self.source_vocab_size)]
+            if bad.size:
+                raise ValueError(
+                    f"`source_ids` must be token ids in [0, "
+                    f"{self.source_vocab_size}), the source vocabulary. "
+                    f"Received: source_ids containing {bad[0]}")
+        rows, columns = source_ids.shape
         session = self.session(mode)
-        if source_ids.shape[0] == 0:
-            return {"target_ids": np.zeros([0, 0], np.int32),
-                    "score": np.zeros([0], np.float32)}
+        if rows == 0 or columns == 0:  # No token: the empty-input rule.
+            return {"target_ids": np.zeros([rows, 0], np.int32),
+                    "score": np.zeros([rows], np.float32)}
         return run_search(session, source_ids)
 
     def __call__(self, texts: str | bytes | Sequence[str | bytes],
                  greedy: bool = False):
-        """Translates a text or a list of texts.
+        """Translates a text or a list of texts with the text graph.
 
         Args:
-            texts: a str (or UTF-8 bytes), or a sequence of them.
+            texts: a str or bytes (invalid UTF-8 is read as TensorFlow
+                reads it), or a sequence of them.
             greedy: bool, greedy search instead of beam search.
 
         Returns:
             For one text, a pair `(translation, score)`; for a sequence,
             a list of such pairs.
         """
+        if not isinstance(greedy, bool):
+            raise TypeError(
+                f"`greedy` must be a bool. Received: greedy={greedy!r}")
         single = isinstance(texts, (str, bytes))
-        texts = _check_texts([texts] if single else texts)
+        texts = check_texts([texts] if single else texts)
         mode = "greedy" if greedy else "beam"
-        session = self.session(mode)
+        self._check_mode(mode)
         if not texts:
             return []
-        source_ids = np.asarray(self.source_ids(texts))
-        result = run_search(session, source_ids)
-        strings = self.target_tokenizer.detokenize(
-            tf.constant(result["target_ids"])).numpy()
-        # A text with no token besides [END] translates to "" (Translator).
-        empty = (source_ids != PAD_ID).sum(axis=1) <= 1
-        pairs = [("", 0.0) if is_empty else
-                 (string.decode("utf-8"), float(score))
-                 for is_empty, string, score in zip(empty, strings,
-                                                    result["score"])]
+        result = run_text(self.session(mode, text=True), texts)
+        pairs = [(translation, float(score)) for translation, score in
+                 zip(result["translation"], result["score"].tolist())]
         return pairs[0] if single else pairs
 
 
-def _check_texts(texts):
+def check_texts(texts) -> list:
+    """A list of str/bytes; TypeError for anything else."""
     if isinstance(texts, (str, bytes)) or not isinstance(
             texts, (Sequence, np.ndarray)):
         raise TypeError(
-            "`texts` must be a sequence of str (or bytes). "
+            "`texts` must be a sequence of str or bytes. "
             f"Received: texts={texts!r:.80}")
     texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
     for i, text in enumerate(texts):
@@ -202,167 +306,3 @@ def _check_texts(texts):
                 "`texts` must contain only str or bytes. "
                 f"Received: texts[{i}]={text!r:.80}")
     return texts
-
-
-# -- verification ---------------------------------------------------------
-
-def check_translator(translator) -> None:
-    """Raises TypeError unless `translator` looks like a `Translator`."""
-    needed = (*SEARCH_FUNCTIONS.values(), "source_ids", "source_tokenizer",
-              "target_tokenizer", "model")
-    if not all(hasattr(translator, name) for name in needed):
-        raise TypeError(
-            "`translator` must be a keras_transformer Translator. "
-            f"Received: translator={translator!r:.80}")
-
-
-def default_texts(translator, count: int = DEFAULT_NUM_SENTENCES,
-                  seed: int = 0) -> list[str]:
-    """A built-in verification set that suits any source vocabulary.
-
-    `count - 3` random sequences of 1 to 39 source tokens (longer than
-    `max_length` when that is short), detokenized to text, then three
-    edge cases: an empty text, whitespace only, unknown characters.
-    """
-    rng = np.random.default_rng(seed)
-    vocab_size = translator.source_tokenizer.vocab_size
-    longest = min(40, translator.max_length + 4)
-    rows = [rng.integers(4, vocab_size, size=int(rng.integers(1, longest)))
-            for _ in range(count - 3)]
-    ids = np.zeros([len(rows), max(map(len, rows))], np.int32)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-    texts = translator.source_tokenizer.detokenize(tf.constant(ids))
-    return [t.decode("utf-8") for t in texts.numpy()] + [
-        "", " \t ", "\u2603 \U0001f600"]
-
-
-def verify_onnx(onnx_dir: str | os.PathLike, translator,
-                texts: Sequence[str] | None = None, source_ids=None,
-                saved_model_dir: str | os.PathLike | None = None,
-                batch_size: int = 32, score_tolerance: float = 1e-3,
-                strict: bool = True) -> dict:
-    """Runs the exported graphs in onnxruntime and compares with TensorFlow.
-
-    Each graph of `onnx_dir` translates the same source ids as the
-    translator's tf.function of the same search (and, with
-    `saved_model_dir`, as that SavedModel's): the token ids must be equal
-    and the scores within `score_tolerance` (onnxruntime's kernels sum in
-    another order than TensorFlow's).
-
-    Args:
-        onnx_dir: a directory written by `export_onnx`.
-        translator: the `Translator` that was exported.
-        texts: sequence of str, the sentences, tokenized with
-            `translator.source_ids`. Defaults to `default_texts`.
-        source_ids: int array (N, S) of ids, instead of `texts`.
-        saved_model_dir: optional path of a SavedModel of the same
-            translator (`export.saved_model.export_saved_model`).
-        batch_size: int, sentences per run. Defaults to 32.
-        score_tolerance: float, the largest allowed score difference.
-            Defaults to 1e-3.
-        strict: bool, raise on the first difference (default); if False,
-            the differences are listed under `mismatches`.
-
-    Returns:
-        A report dict: `sentences`; `identical` (mode -> sentences whose
-        ids equal the Translator's); `saved_model_identical` (the same for
-        the SavedModel, or None); `max_score_difference` (mode -> float);
-        `onnxruntime_seconds` and `tensorflow_seconds` (mode -> seconds,
-        TensorFlow's first call includes tracing); `mismatches` (messages).
-
-    Raises:
-        ValueError: ids or scores differ (naming the graph, the sentence
-            and both outputs), or an argument is invalid.
-    """
-    check_translator(translator)
-    config = read_config(onnx_dir)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-            batch_size < 1):
-        raise ValueError(
-            "`batch_size` must be an int >= 1. "
-            f"Received: batch_size={batch_size!r}")
-    ids, texts = _verification_ids(translator, texts, source_ids)
-    saved = (tf.saved_model.load(os.fspath(saved_model_dir))
-             if saved_model_dir is not None else None)
-    report = {"sentences": len(ids), "identical": {},
-              "saved_model_identical": None if saved is None else {},
-              "max_score_difference": {}, "onnxruntime_seconds": {},
-              "tensorflow_seconds": {}, "mismatches": []}
-    for mode, name in sorted(config["graphs"].items()):
-        session = make_session(os.path.join(os.fspath(onnx_dir), name))
-        timer = time.perf_counter()
-        onnx_rows, onnx_scores = _run_batches(
-            lambda batch: run_search(session, batch), ids, batch_size)
-        report["onnxruntime_seconds"][mode] = time.perf_counter() - timer
-        function = SEARCH_FUNCTIONS[mode]
-        references = {"identical": (f"the Translator's {function}",
-                                    getattr(translator, function))}
-        if saved is not None:
-            references["saved_model_identical"] = (
-                f"the SavedModel's {function}", getattr(saved, function))
-        for key, (reference, search) in references.items():
-            timer = time.perf_counter()
-            rows, scores = _run_batches(search, ids, batch_size)
-            if key == "identical":
-                report["tensorflow_seconds"][mode] = (
-                    time.perf_counter() - timer)
-            # Equal scores count as 0 apart, -inf (an empty beam) too.
-            differences = np.where(onnx_scores == scores, 0.0,
-                                   np.abs(onnx_scores - scores))
-            report["max_score_difference"][mode] = max(
-                report["max_score_difference"].get(mode, 0.0),
-                float(np.max(differences)))
-            report[key][mode] = 0
-            for row, difference in enumerate(differences):
-                if onnx_rows[row] == rows[row] and (
-                        difference <= score_tolerance):
-                    report[key][mode] += 1
-                    continue
-                text = "" if texts is None else f" ({texts[row]!r})"
-                message = (
-                    f"ONNX graph {name!r} differs from {reference} on "
-                    f"sentence {row}{text}: onnxruntime gives ids "
-                    f"{onnx_rows[row]} with score {onnx_scores[row]:.6f}, "
-                    f"TensorFlow ids {rows[row]} with score "
-                    f"{scores[row]:.6f} (score_tolerance={score_tolerance})")
-                if strict:
-                    raise ValueError(message)
-                report["mismatches"].append(message)
-    return report
-
-
-def _run_batches(search, ids, batch_size):
-    """Runs `search` by batches: per-row id lists without padding, scores."""
-    rows, scores = [], []
-    for start in range(0, len(ids), batch_size):
-        result = search(ids[start:start + batch_size])
-        for row in np.asarray(result["target_ids"]).tolist():
-            while row and row[-1] == PAD_ID:
-                row.pop()
-            rows.append(row)
-        scores.extend(np.asarray(result["score"]).tolist())
-    return rows, np.array(scores, np.float64)
-
-
-def _verification_ids(translator, texts, source_ids):
-    """Returns (ids int32 (N, S), texts or None) to verify with."""
-    if texts is not None and source_ids is not None:
-        raise ValueError(
-            "Pass `texts` or `source_ids`, not both. Received: "
-            f"texts={texts!r:.60}, source_ids={source_ids!r:.60}")
-    if source_ids is None:
-        texts = default_texts(translator) if texts is None else texts
-        texts = _check_texts(texts)
-        if not texts:
-            raise ValueError("`texts` must not be empty. Received: texts=[]")
-        ids = translator.source_ids(tf.constant(texts, tf.string))
-        return np.asarray(ids, np.int32), texts
-    ids = np.asarray(source_ids)
-    if ids.ndim != 2 or ids.shape[0] == 0 or not np.issubdtype(
-            ids.dtype, np.integer):
-        raise ValueError(
-            "`source_ids` must be a non-empty 2-D array of integer ids. "
-            f"Received: source_ids with shape {ids.shape} and dtype "
-            f"{ids.dtype}")
-    return ids.astype(np.int32), None

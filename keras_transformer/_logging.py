@@ -216,4 +216,11 @@ def configure(verbose: bool = False) -> None:
     if not verbose:
         warnings.filterwarnings("ignore",
                                 message="Your input ran out of data")
+        set_default_log_level()
+        if user_log_level() is None:
+            # The command line shows no C++ log at all by default: TensorFlow
+            # logs harmless notes as errors at run time too (e.g. "oneDNN
+            # supports DT_INT64 only on platforms with AVX-512"); failures
+            # still reach the user as Python exceptions.
+            os.environ[LEVEL_VARIABLE] = "3"
     import_tensorflow(verbose=verbose)

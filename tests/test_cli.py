@@ -111,3 +111,26 @@ def test_unknown_preset_is_rejected(capsys):
               "huge"])
     assert exit_info.value.code == 2
     assert "huge" in capsys.readouterr().err
+
+
+def test_translate_prints_no_tensorflow_start_up_lines(trained_run):
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items()
+           if key != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run(
+        [sys.executable, "-m", "keras_transformer.cli", "translate", "--run",
+         trained_run, "--greedy", "twelve"], capture_output=True, text=True,
+        env=env, check=True)
+    assert run.stdout.count("\n") == 1  # one translation
+    for line in ("absl::InitializeLog", "oneDNN", "cuda", "cpu_feature_guard",
+                 "I0000", "E0000", "W0000"):
+        assert line not in run.stderr, run.stderr
+    # --verbose shows them.
+    verbose = subprocess.run(
+        [sys.executable, "-m", "keras_transformer.cli", "--verbose",
+         "translate", "--run", trained_run, "--greedy", "twelve"],
+        capture_output=True, text=True, env=env, check=True)
+    assert "oneDNN" in verbose.stderr
+    assert verbose.stdout == run.stdout

@@ -1,8 +1,18 @@
-"""Tests for export/onnx.py and export/onnx_runtime.py (ONNX export)."""
+"""Tests for the ONNX export: export/onnx.py, onnx_verify.py, onnx_runtime.py.
 
+A 1-layer model with SentencePiece tokenizers, trained for seconds to
+reverse digit words, is exported once per module (with a SavedModel, and
+verified on 200 held-out sentences plus the bad-input cases). Text graphs
+run only in subprocesses: onnxruntime-extensions crashes a process that has
+imported TensorFlow (this one has).
+"""
+
+import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 import types
 
 import keras
@@ -11,18 +21,33 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
+from keras_transformer.export import onnx as onnx_export
+from keras_transformer.export.onnx_runtime import (
+    OnnxTranslator,
+    make_session,
+    read_config,
+    text_feed,
+)
+from keras_transformer.export.onnx_verify import bad_input_texts, verify_onnx
+from keras_transformer.export.saved_model import export_saved_model
 from onnx import helper, numpy_helper
 
-from keras_transformer.export import onnx as onnx_export
-from keras_transformer.export.onnx_runtime import OnnxTranslator, read_config, verify_onnx
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
-from keras_transformer.text import END_ID, UNK_ID, SubwordTokenizer
+from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
+from keras_transformer.text.sentencepiece_tokenizer import (
+    SentencePieceTokenizer,
+)
+from keras_transformer.text.special_tokens import END_ID, START_ID
 from keras_transformer.translator import Translator
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven",
          "eight", "nine")
 MAX_LENGTH = 24
+ALL_FILES = ["beam.onnx", "beam_text.onnx", "greedy.onnx",
+             "greedy_text.onnx", "onnx_config.json", "source.model",
+             "target.model"]
+INVALID_UTF8 = b"\xff\xfe nine four \xc3( \xed\xa0\x80 \xe2\x82 \xf0\x9f\x98"
 
 
 def reverse_task(num_pairs, seed):
@@ -42,33 +67,47 @@ def padded(rows, width):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 1-layer model trained briefly to reverse digit words, exported."""
+    """A 1-layer model trained briefly to reverse digit words, exported.
+
+    The SavedModel and the ONNX graphs are written once; the export's
+    verification runs on 200 held-out sentences plus the bad inputs.
+    """
     keras.utils.set_random_seed(0)
     sources, targets = reverse_task(1600, seed=0)
-    tokenizer = SubwordTokenizer.from_corpus(sources[:200], vocab_size=100)
-    source = tokenizer.tokenize(tf.constant(sources)).to_list()
-    target = tokenizer.tokenize(tf.constant(targets)).to_list()
+    source_model, target_model = learn_tokenizer_models(
+        sources[:200], targets[:200], vocab_size=300)
+    source_tokenizer = SentencePieceTokenizer(source_model)
+    target_tokenizer = SentencePieceTokenizer(target_model)
+    source = source_tokenizer.tokenize(tf.constant(sources)).to_list()
+    target = target_tokenizer.tokenize(tf.constant(targets)).to_list()
     config = TransformerConfig.from_preset(
-        "tiny", source_vocab_size=tokenizer.vocab_size,
-        target_vocab_size=tokenizer.vocab_size, num_layers=1, d_model=64,
-        num_heads=2, d_ff=512, dropout_rate=0.0, max_length=MAX_LENGTH)
+        "tiny", source_vocab_size=source_tokenizer.vocab_size,
+        target_vocab_size=target_tokenizer.vocab_size, num_layers=1,
+        d_model=64, num_heads=2, d_ff=512, dropout_rate=0.0,
+        max_length=MAX_LENGTH)
     model = build_transformer(config)
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True, ignore_class=0),
                   jit_compile=False)
-    model.fit({"encoder_inputs": padded([r + [END_ID] for r in source], 8),
-               "decoder_inputs": padded([[2] + r for r in target], 8)},
-              padded([r + [END_ID] for r in target], 8), batch_size=64,
-              epochs=4, verbose=0)
-    translator = Translator(model, tokenizer, tokenizer)
-    texts, _ = reverse_task(60, seed=1)
-    texts += ["", "   ", "three \u2603 one", " ".join(WORDS * 4)]
-    onnx_dir = tmp_path_factory.mktemp("onnx")
-    report = onnx_export.export_onnx(translator, onnx_dir, texts=texts)
-    return types.SimpleNamespace(translator=translator, texts=texts,
-                                 onnx_dir=onnx_dir, report=report,
-                                 runtime=OnnxTranslator(onnx_dir))
+    width = max(map(len, source + target)) + 1
+    model.fit({"encoder_inputs": padded([r + [END_ID] for r in source],
+                                        width),
+               "decoder_inputs": padded([[START_ID] + r for r in target],
+                                        width)},
+              padded([r + [END_ID] for r in target], width), batch_size=64,
+              epochs=3, verbose=0)
+    translator = Translator(model, source_tokenizer, target_tokenizer)
+    texts, _ = reverse_task(200, seed=1)
+    root = tmp_path_factory.mktemp("export")
+    saved_model_dir = export_saved_model(translator, str(root / "saved"))
+    onnx_dir = root / "onnx"
+    report = onnx_export.export_onnx(translator, onnx_dir, texts=texts,
+                                     saved_model_dir=saved_model_dir)
+    return types.SimpleNamespace(
+        translator=translator, texts=texts, onnx_dir=onnx_dir,
+        saved_model_dir=saved_model_dir, report=report,
+        runtime=OnnxTranslator(onnx_dir))
 
 
 # -- graph clean-up (fast) --------------------------------------------------
@@ -184,10 +223,68 @@ def test_graph_summary_counts_subgraph_ops():
     assert summary["op_types"]["MatMul"] == 3
 
 
-def fake_translator():
+def dims(value):
+    return [d.dim_param or d.dim_value for d in
+            value.type.tensor_type.shape.dim]
+
+
+def test_name_dims_renames_tf2onnx_dims_everywhere():
+    value = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["b_in"], ["b_out"]),
+         helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+        [value("i", onnx.TensorProto.INT64, []),
+         value("c_in", onnx.TensorProto.BOOL, []),
+         value("b_in", onnx.TensorProto.INT32, ["unk__7", "unk__9"])],
+        [value("c_out", onnx.TensorProto.BOOL, []),
+         value("b_out", onnx.TensorProto.INT32, ["unk__7", "unk__9"])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "source_ids"], ["target_ids"],
+                          body=body),
+         helper.make_node("ReduceSum", ["target_ids"], ["sum"], keepdims=0),
+         helper.make_node("Cast", ["sum"], ["score"],
+                          to=onnx.TensorProto.FLOAT)], "main",
+        [value("source_ids", onnx.TensorProto.INT32, ["unk__7", None])],
+        [value("target_ids", onnx.TensorProto.INT32, ["unk__3", "unk__9"]),
+         value("score", onnx.TensorProto.FLOAT, [5])],
+        [numpy_helper.from_array(np.array(1, np.int64), "n")],
+        value_info=[value("sum", onnx.TensorProto.INT32, ["unk__9"])])
+    onnx_export._name_dims(graph)
+    assert dims(graph.input[0]) == ["batch", "source_length"]
+    assert dims(graph.output[0]) == ["batch", "target_length"]
+    assert dims(graph.output[1]) == [5]  # A size stays.
+    # unk__7 was named first as the batch, unk__9 as the target length.
+    body = graph.node[0].attribute[0].g
+    assert dims(body.input[2]) == ["batch", "target_length"]
+    assert dims(graph.value_info[0]) == ["target_length"]
+
+
+def test_text_feed_keeps_the_bytes_of_every_text():
+    feed = text_feed(["one", b"two", "caf\u00e9 \U0001f600"])
+    assert feed.dtype == object
+    assert feed.tolist() == ["one", "two", "caf\u00e9 \U0001f600"]
+    # Invalid UTF-8 anywhere: every text goes as its bytes.
+    escaped = INVALID_UTF8.decode("utf-8", "surrogateescape")
+    feed = text_feed(["caf\u00e9", INVALID_UTF8, escaped, "\ud800"])
+    assert feed.dtype.kind == "S"
+    assert feed.tolist() == ["caf\u00e9".encode(), INVALID_UTF8,
+                             INVALID_UTF8, b"\xed\xa0\x80"]
+
+
+def test_make_session_refuses_extensions_where_tensorflow_is(tmp_path):
+    assert "tensorflow" in sys.modules
+    with pytest.raises(RuntimeError, match="TensorFlow"):
+        make_session(tmp_path / "beam_text.onnx", extensions=True)
+
+
+def fake_translator(**kwargs):
+    tokenizer = types.SimpleNamespace(model_proto=b"spm")
+    names = ("translate_tokens", "translate_tokens_greedy", "translate",
+             "translate_greedy", "source_ids", "model", "settings",
+             "source_limit", "max_length", "source_vocab_size")
     return types.SimpleNamespace(
-        translate_tokens=None, translate_tokens_greedy=None, source_ids=None,
-        source_tokenizer=None, target_tokenizer=None, model=None)
+        **dict.fromkeys(names), source_tokenizer=tokenizer,
+        target_tokenizer=tokenizer, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -202,9 +299,14 @@ def test_export_rejects_bad_arguments(kwargs, match, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_export_rejects_non_translator(tmp_path):
+def test_export_rejects_non_translator_and_other_tokenizers(tmp_path):
     with pytest.raises(TypeError, match="`translator`"):
         onnx_export.export_onnx(object(), tmp_path)
+    wordpiece = fake_translator()
+    wordpiece.target_tokenizer = types.SimpleNamespace(vocabulary=["a"])
+    with pytest.raises(TypeError, match="target_tokenizer of type"):
+        onnx_export.export_onnx(wordpiece, tmp_path)
+    assert not os.listdir(tmp_path)
 
 
 def test_convert_rejects_unknown_mode():
@@ -214,70 +316,145 @@ def test_convert_rejects_unknown_mode():
 
 def test_runtime_rejects_directory_without_export(tmp_path):
     with pytest.raises(ValueError, match="`onnx_dir`"):
-        OnnxTranslator(tmp_path)
-    (tmp_path / "onnx_config.json").write_text('{"format": "other"}')
+        OnnxTranslator(tmp_path / "missing")
     with pytest.raises(ValueError, match="`onnx_dir`"):
+        OnnxTranslator(tmp_path)
+    config = tmp_path / "onnx_config.json"
+    config.write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="another format"):
         read_config(tmp_path)
+    # A version-1 export: token graphs and vocabulary files only.
+    config.write_text(json.dumps({
+        "format": "keras-transformer-onnx", "version": 1,
+        "graphs": {"beam": "beam.onnx"}}))
+    with pytest.raises(ValueError, match="version-2 export"):
+        OnnxTranslator(tmp_path)
 
 
 # -- export of a trained model (slow) ---------------------------------------
 
 @pytest.mark.slow
-def test_export_report(trained):
+def test_export_report_and_parity_counts(trained):
     report = trained.report
     assert report["opset"] == 17
-    assert set(report["files"]) == {"beam.onnx", "greedy.onnx",
-                                    "onnx_config.json", "source_vocab.txt",
-                                    "target_vocab.txt"}
+    assert sorted(report["files"]) == ALL_FILES == sorted(
+        os.listdir(trained.onnx_dir))
+    for name, size in report["files"].items():
+        assert size == os.path.getsize(trained.onnx_dir / name) > 0
     verification = report["verification"]
-    assert verification["sentences"] == len(trained.texts) >= 50
-    assert verification["identical"] == {"beam": len(trained.texts),
-                                         "greedy": len(trained.texts)}
+    sentences = len(trained.texts) + 5  # The five bad-input cases.
+    both = {"beam": sentences, "greedy": sentences}
+    print("token graphs:", verification["identical"],
+          verification["saved_model_identical"],
+          verification["max_score_difference"])
+    print("text graphs:", verification["text"])
+    assert verification["sentences"] == sentences >= 205
+    assert verification["identical"] == both
+    assert verification["saved_model_identical"] == both
+    text = verification["text"]
+    assert text["sentences"] == sentences
+    assert text["identical"] == both
+    assert text["saved_model_identical"] == both
     assert max(verification["max_score_difference"].values()) < 1e-3
+    assert max(text["max_score_difference"].values()) < 1e-3
     assert verification["mismatches"] == []
     for mode in ("beam", "greedy"):
         assert report["op_types"][mode]["Loop"] == 1
         assert sum(report["op_types"][mode].values()) == report["nodes"][mode]
+        ops = report["text_op_types"][mode]
+        assert ops["Loop"] == 2  # The search and the detokenizer.
+        assert ops["SentencepieceTokenizer"] == ops[
+            "SentencepieceDecoder"] == 1
+        assert report["text_nodes"][mode] == sum(ops.values())
     assert "TopK" in report["op_types"]["beam"]
     assert "ArgMax" in report["op_types"]["greedy"]
 
 
 @pytest.mark.slow
-def test_config_and_vocabularies(trained):
+def test_bad_input_cases(trained):
+    translator = trained.translator
+    cases = bad_input_texts(translator, trained.texts)
+    assert len(cases) == 5
+    empty, blank, long_text, unseen, invalid = cases
+    assert empty == "" and not blank.strip() and len(set(blank)) >= 4
+    tokens = translator.source_tokenizer.tokenize(tf.constant(
+        [long_text, unseen]))
+    assert len(tokens[0]) > translator.source_limit
+    # Emoji and other characters without a piece: byte pieces (4-259).
+    assert any(ord(c) > 0xFFFF for c in unseen)
+    assert any(4 <= i < 4 + 256 for i in tokens[1].numpy().tolist())
+    with pytest.raises(UnicodeDecodeError):
+        invalid.decode("utf-8")
+
+
+@pytest.mark.slow
+def test_config_and_models(trained):
     config = read_config(trained.onnx_dir)
     translator = trained.translator
+    assert (config["format"], config["version"], config["opset"]) == (
+        "keras-transformer-onnx", 2, 17)
     assert config["graphs"] == {"beam": "beam.onnx", "greedy": "greedy.onnx"}
+    assert config["text_graphs"] == {"beam": "beam_text.onnx",
+                                     "greedy": "greedy_text.onnx"}
+    for key, tokenizer in (("source_model", translator.source_tokenizer),
+                           ("target_model", translator.target_tokenizer)):
+        path = trained.onnx_dir / config[key]
+        assert path.read_bytes() == tokenizer.model_proto
+    assert config["source_tokenizer"] == translator.source_tokenizer.config
     assert config["max_length"] == MAX_LENGTH
-    assert config["max_source_tokens"] == MAX_LENGTH - 1
-    assert config["search_settings"] == {
+    assert config["max_source_tokens"] == translator.source_limit == 23
+    assert config["source_vocab_size"] == translator.source_vocab_size
+    assert config["search_settings"] == translator.settings.to_dict() == {
         "beam_size": 4, "length_penalty": 0.6, "extra_length": 50,
         "max_source_tokens": None}
     assert (config["pad_id"], config["unk_id"], config["start_id"],
             config["end_id"]) == (0, 1, 2, 3)
-    assert config["source_tokenizer"] == translator.source_tokenizer.config
-    vocabulary = SubwordTokenizer.from_vocabulary_file(
-        trained.onnx_dir / config["target_vocabulary"]).vocabulary
-    assert vocabulary == translator.target_tokenizer.vocabulary
+    assert config["inputs"] == {
+        "graphs": {"source_ids": "int32 [batch, source_length]"},
+        "text_graphs": {"text": "string [batch]"}}
+    assert config["outputs"] == {
+        "graphs": {"target_ids": "int32 [batch, target_length]",
+                   "score": "float32 [batch]"},
+        "text_graphs": {"translation": "string [batch]",
+                        "score": "float32 [batch]"}}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["beam", "greedy"])
-def test_graph_is_one_loop_over_source_ids(trained, mode):
+def test_token_graph_is_one_loop_with_named_dims(trained, mode):
     model = onnx.load(trained.onnx_dir / f"{mode}.onnx")
     onnx.checker.check_model(model)
     assert [o.version for o in model.opset_import if o.domain == ""] == [17]
-    assert [i.name for i in model.graph.input] == ["source_ids"]
+    assert [(i.name, dims(i)) for i in model.graph.input] == [
+        ("source_ids", ["batch", "source_length"])]
     assert model.graph.input[0].type.tensor_type.elem_type == (
         onnx.TensorProto.INT32)
-    assert sorted(o.name for o in model.graph.output) == ["score",
-                                                          "target_ids"]
+    assert sorted((o.name, dims(o)) for o in model.graph.output) == [
+        ("score", ["batch"]), ("target_ids", ["batch", "target_length"])]
     assert [n.op_type for n in model.graph.node].count("Loop") == 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["beam", "greedy"])
-def test_file_holds_each_weight_once(trained, mode):
-    path = trained.onnx_dir / f"{mode}.onnx"
+def test_text_graph_interface(trained, mode):
+    model = onnx.load(trained.onnx_dir / f"{mode}_text.onnx")
+    onnx.checker.check_model(model)
+    assert [(i.name, i.type.tensor_type.elem_type, dims(i))
+            for i in model.graph.input] == [
+        ("text", onnx.TensorProto.STRING, ["batch"])]
+    assert [(o.name, o.type.tensor_type.elem_type, dims(o))
+            for o in model.graph.output] == [
+        ("translation", onnx.TensorProto.STRING, ["batch"]),
+        ("score", onnx.TensorProto.FLOAT, ["batch"])]
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert (opsets[""], opsets["ai.onnx.contrib"]) == (17, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["beam.onnx", "greedy.onnx",
+                                  "beam_text.onnx"])
+def test_file_holds_each_weight_once(trained, name):
+    path = trained.onnx_dir / name
     model = onnx.load(path)
     values = [numpy_helper.to_array(tensor)
               for graph, _ in onnx_export._graphs(model.graph)
@@ -291,104 +468,206 @@ def test_file_holds_each_weight_once(trained, mode):
             continue
         copies = sum(v.size == value.size and np.array_equal(
             np.sort(v.ravel()), value) for v in values)
-        assert copies <= 1, variable.path
+        assert copies == 1, variable.path
     weights = sum(v.nbytes for v in values)
     positional_table = MAX_LENGTH * 64 * 4
     assert weights <= variables_bytes + positional_table + 4096
-    assert os.path.getsize(path) <= 1.3 * variables_bytes
+    # A text graph also holds the two SentencePiece models.
+    models = 0 if "text" not in name else sum(
+        os.path.getsize(trained.onnx_dir / f) for f in ("source.model",
+                                                        "target.model"))
+    assert os.path.getsize(path) <= 1.3 * variables_bytes + models
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["beam", "greedy"])
 def test_onnxruntime_ids_equal_translator_ids(trained, mode):
-    texts, _ = reverse_task(56, seed=2)
+    texts, expected_texts = reverse_task(56, seed=2)
     ids = trained.translator.source_ids(tf.constant(texts)).numpy()
     function = {"beam": trained.translator.translate_tokens,
                 "greedy": trained.translator.translate_tokens_greedy}[mode]
     expected = function(ids)
     got = trained.runtime.translate_tokens(ids, mode)
+    assert got["target_ids"].dtype == np.int32
     np.testing.assert_array_equal(got["target_ids"],
                                   expected["target_ids"].numpy())
     np.testing.assert_allclose(got["score"], expected["score"].numpy(),
                                atol=1e-4)
-    # The model learned the task: most outputs are the reversed words.
-    reversed_words = [" ".join(t.split()[::-1]) for t in texts]
-    translations = trained.runtime(texts, greedy=mode == "greedy")
-    correct = sum(t == r for (t, _), r in zip(translations, reversed_words))
-    assert correct >= len(texts) // 3
+    # The model learned the task: many outputs are the reversed words.
+    translations = trained.translator.target_tokenizer.detokenize(
+        got["target_ids"]).numpy()
+    correct = sum(t.decode() == r for t, r in zip(translations,
+                                                  expected_texts))
+    assert correct >= len(texts) // 4
 
 
 @pytest.mark.slow
-def test_runtime_text_equals_translator_text(trained):
-    texts = trained.texts
-    for greedy in (False, True):
-        expected = trained.translator(texts, beam_size=1 if greedy else None)
-        got = trained.runtime(texts, greedy=greedy)
-        assert [t for t, _ in got] == [t for t, _ in expected]
-        np.testing.assert_allclose([s for _, s in got],
-                                   [s for _, s in expected], atol=1e-4)
-
-
-@pytest.mark.slow
-def test_runtime_bad_inputs(trained):
+def test_runtime_token_errors_and_empty_inputs(trained):
     runtime, translator = trained.runtime, trained.translator
-    assert runtime("") == ("", 0.0)
-    assert runtime(" \t\n") == ("", 0.0)
-    assert runtime([]) == []
-    assert runtime([], greedy=True) == []
-    # Invalid UTF-8 bytes: U+FFFD, which this vocabulary lacks -> [UNK].
-    ids = runtime.source_ids([b"three \xff\xfe one"])
-    assert ids.tolist() == translator.source_ids(
-        tf.constant([b"three \xff\xfe one"])).numpy().tolist()
-    assert UNK_ID in ids[0]
-    got, expected = runtime(b"three \xff\xfe one"), translator(
-        [b"three \xff\xfe one"])[0]
-    assert got[0] == expected[0] and got[1] == pytest.approx(expected[1],
-                                                             abs=1e-4)
-    # Unknown characters.
-    assert UNK_ID in runtime.source_ids(["\u2603 two"])[0]
-    # Longer than max_length: truncated to max_length - 1 tokens + [END].
-    long_text = " ".join(WORDS * 5)
-    ids = runtime.source_ids([long_text, "one"])
-    assert ids.shape == (2, MAX_LENGTH)
-    assert ids[0, -1] == END_ID
-    assert ids[1].tolist() == translator.source_ids(
-        tf.constant(["one"])).numpy()[0].tolist() + [0] * (MAX_LENGTH - 2)
-    assert runtime(long_text)[0] == translator(long_text)[0]
-    # Mixed lengths in one batch equal one-by-one translation.
-    batch = ["nine", "", "one two three four five six", "\u2603"]
-    assert [t for t, _ in runtime(batch)] == [runtime(t)[0] for t in batch]
-    assert runtime(batch)[1] == ("", 0.0)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("texts, error, match", [
-    ("one", TypeError, "`texts`"), ([1, "one"], TypeError, r"texts\[0\]"),
-    (None, TypeError, "`texts`")])
-def test_runtime_rejects_bad_texts(trained, texts, error, match):
-    with pytest.raises(error, match=match):
-        trained.runtime.source_ids(texts)
-
-
-@pytest.mark.slow
-def test_runtime_rejects_bad_ids_and_modes(trained):
-    with pytest.raises(ValueError, match="`source_ids`"):
-        trained.runtime.translate_tokens(np.zeros([3], np.int32))
-    with pytest.raises(ValueError, match="`source_ids`"):
-        trained.runtime.translate_tokens([[4, 1000, 3]])
-    with pytest.raises(ValueError, match="`source_ids`"):
-        trained.runtime.translate_tokens([[-1, 3]])
-    with pytest.raises(ValueError, match="`mode`"):
-        trained.runtime.translate_tokens(np.zeros([1, 2], np.int32), "top")
-    empty = trained.runtime.translate_tokens(np.zeros([0, 3], np.int32))
+    size = translator.source_vocab_size
+    with pytest.raises(ValueError, match="`source_ids`.*containing 1000"):
+        runtime.translate_tokens([[4, 1000, 3]])
+    with pytest.raises(ValueError, match=f"`source_ids`.*containing {size}"):
+        runtime.translate_tokens(np.array([[4, size, 3]], np.int64),
+                                 "greedy")
+    with pytest.raises(ValueError, match="`source_ids`.*containing -1"):
+        runtime.translate_tokens([[-1, 3]])
+    with pytest.raises(ValueError, match="`source_ids` must be a 2-D"):
+        runtime.translate_tokens(np.zeros([3], np.int32))
+    with pytest.raises(ValueError, match="`source_ids` must be a 2-D"):
+        runtime.translate_tokens(np.zeros([1, 2], np.float32))
+    with pytest.raises(ValueError, match="`mode`.*mode='top'"):
+        runtime.translate_tokens(np.zeros([1, 2], np.int32), "top")
+    empty = runtime.translate_tokens(np.zeros([0, 3], np.int32))
     assert empty["target_ids"].shape == (0, 0)
     assert empty["score"].shape == (0,)
+    # No columns: the empty-input rule, as in TensorFlow.
+    for mode, function in (("beam", translator.translate_tokens),
+                           ("greedy", translator.translate_tokens_greedy)):
+        got = runtime.translate_tokens(np.zeros([2, 0], np.int32), mode)
+        expected = function(tf.zeros([2, 0], tf.int32))
+        assert got["target_ids"].shape == expected["target_ids"].shape
+        assert got["target_ids"].shape == (2, 0)
+        assert got["score"].tolist() == expected["score"].numpy().tolist()
+        # Rows of only [END] and padding: no token, score 0.
+        got = runtime.translate_tokens([[END_ID, 0], [5, END_ID]], mode)
+        assert got["target_ids"][0].tolist() == [0] * got[
+            "target_ids"].shape[1]
+        assert got["score"][0] == 0.0 and got["score"][1] != 0.0
 
 
-def tamper(onnx_dir, out_dir):
-    """Copies the export with the beam graph's largest weight permuted."""
+@pytest.mark.slow
+@pytest.mark.parametrize("texts, greedy, error, match", [
+    (None, False, TypeError, "`texts`"),
+    (5, False, TypeError, "`texts`"),
+    ([1, "one"], False, TypeError, r"texts\[0\]"),
+    (["one", None], True, TypeError, r"texts\[1\]"),
+    ("one", "yes", TypeError, "`greedy`")])
+def test_runtime_rejects_bad_texts(trained, texts, greedy, error, match):
+    with pytest.raises(error, match=match):
+        trained.runtime(texts, greedy=greedy)
+
+
+@pytest.mark.slow
+def test_runtime_refuses_text_graphs_where_tensorflow_is(trained, tmp_path):
+    with pytest.raises(RuntimeError, match="TensorFlow"):
+        trained.runtime(["one two"])
+    copy = tmp_path / "copy"
+    shutil.copytree(trained.onnx_dir, copy)
+    os.remove(copy / "greedy_text.onnx")
+    with pytest.raises(ValueError, match="greedy text graph"):
+        OnnxTranslator(copy)
+
+
+# The TensorFlow-free runtime: `import tensorflow` fails in this process.
+RUNTIME_SCRIPT = r"""
+import sys
+sys.modules["tensorflow"] = None
+sys.modules["keras"] = None
+import base64, json
+try:
+    import tensorflow
+    blocked = False
+except ImportError:
+    blocked = True
+import numpy as np
+from keras_transformer.export.onnx_runtime import OnnxTranslator
+
+request = json.load(open(sys.argv[1], encoding="utf-8"))
+def text(entry):
+    if isinstance(entry, str):
+        return entry
+    data = base64.b64decode(entry["base64"])
+    return data.decode("utf-8", "surrogateescape") if entry["str"] else data
+texts = [text(entry) for entry in request["texts"]]
+runtime = OnnxTranslator(request["onnx_dir"])
+out = {"blocked": blocked}
+for mode in ("beam", "greedy"):
+    out[mode] = runtime(texts, greedy=mode == "greedy")
+    result = runtime.translate_tokens(np.array(request["ids"]), mode)
+    out[mode + "_tokens"] = {key: value.tolist()
+                             for key, value in result.items()}
+out["single"] = runtime(texts[0], greedy=True)
+out["empty"] = [runtime([]), runtime([], greedy=True)]
+errors = []
+for call in (lambda: runtime.translate_tokens([[4, 100000, 3]]),
+             lambda: runtime.translate_tokens([[3]], mode="top"),
+             lambda: runtime(["one"], greedy=None),
+             lambda: runtime([b"one", 2])):
+    try:
+        call()
+        errors.append(None)
+    except (TypeError, ValueError) as error:
+        errors.append(f"{type(error).__name__}: {error}")
+out["errors"] = errors
+out["modules"] = sorted(name for name, module in sys.modules.items()
+                        if module is not None and name.split(".")[0] in (
+                            "tensorflow", "keras", "tensorflow_text",
+                            "tf2onnx"))
+json.dump(out, open(sys.argv[2], "w", encoding="utf-8"))
+"""
+
+
+def run_script(script, request, tmp_path):
+    request_path, answer_path = tmp_path / "request.json", tmp_path / "a.json"
+    request_path.write_text(json.dumps(request), encoding="utf-8")
+    process = subprocess.run(
+        [sys.executable, "-c", script, str(request_path), str(answer_path)],
+        capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(answer_path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_tensorflow_free_runtime_equals_translator(trained, tmp_path):
+    translator = trained.translator
+    texts = trained.texts[:30] + bad_input_texts(translator, trained.texts)
+    texts += ["  nine\u3000four\t", INVALID_UTF8, "\u2603"]
+    # Invalid UTF-8 as bytes, and as the str Python decodes them to.
+    entries = [t if isinstance(t, str) else
+               {"base64": base64.b64encode(t).decode(), "str": False}
+               for t in texts]
+    entries.append({"base64": base64.b64encode(INVALID_UTF8).decode(),
+                    "str": True})
+    strings = [t.encode() if isinstance(t, str) else t for t in texts]
+    strings.append(INVALID_UTF8)
+    ids = translator.source_ids(tf.constant(strings[:40])).numpy()
+    got = run_script(RUNTIME_SCRIPT, {
+        "onnx_dir": str(trained.onnx_dir), "texts": entries,
+        "ids": ids.tolist()}, tmp_path)
+    assert got["blocked"] and got["modules"] == []
+    for mode, function, tokens in (
+            ("beam", translator.translate, translator.translate_tokens),
+            ("greedy", translator.translate_greedy,
+             translator.translate_tokens_greedy)):
+        expected = function(tf.constant(strings))
+        assert [t for t, _ in got[mode]] == [
+            t.decode() for t in expected["translation"].numpy()]
+        np.testing.assert_allclose([s for _, s in got[mode]],
+                                   expected["score"].numpy(), atol=1e-4)
+        expected = tokens(ids)
+        assert got[mode + "_tokens"]["target_ids"] == expected[
+            "target_ids"].numpy().tolist()
+        np.testing.assert_allclose(got[mode + "_tokens"]["score"],
+                                   expected["score"].numpy(), atol=1e-4)
+    # Bytes and their surrogate-escaped str give the same translation.
+    assert got["beam"][-1] == got["beam"][-3]
+    assert got["beam"][len(trained.texts[:30])] == ["", 0.0]
+    assert got["single"][0] == got["greedy"][0][0]
+    assert got["single"][1] == pytest.approx(got["greedy"][0][1], abs=1e-4)
+    assert got["empty"] == [[], []]
+    assert got["errors"][0].startswith("ValueError: `source_ids`")
+    assert "containing 100000" in got["errors"][0]
+    assert got["errors"][1].startswith("ValueError: `mode`")
+    assert got["errors"][2].startswith("TypeError: `greedy`")
+    assert got["errors"][3].startswith("TypeError: `texts` must contain")
+
+
+def tamper(onnx_dir, out_dir, name):
+    """Copies the export with the largest weight of `name` reversed."""
     shutil.copytree(onnx_dir, out_dir)
-    path = out_dir / "beam.onnx"
+    path = out_dir / name
     model = onnx.load(path)
     largest = max(model.graph.initializer,
                   key=lambda t: numpy_helper.to_array(t).size)
@@ -398,39 +677,33 @@ def tamper(onnx_dir, out_dir):
     onnx.save(model, path)
     config = read_config(out_dir)
     config["graphs"] = {"beam": "beam.onnx"}
+    config["text_graphs"] = {"beam": "beam_text.onnx"}
     (out_dir / "onnx_config.json").write_text(json.dumps(config))
 
 
 @pytest.mark.slow
-def test_verification_raises_on_a_tampered_graph(trained, tmp_path):
+def test_verification_raises_on_a_tampered_token_graph(trained, tmp_path):
     tampered = tmp_path / "tampered"
-    tamper(trained.onnx_dir, tampered)
+    tamper(trained.onnx_dir, tampered, "beam.onnx")
     texts = trained.texts[:16]
     with pytest.raises(ValueError, match="ONNX graph 'beam.onnx' differs"):
         verify_onnx(tampered, trained.translator, texts=texts)
-    report = verify_onnx(tampered, trained.translator,
-                                     texts=texts, strict=False)
+    report = verify_onnx(tampered, trained.translator, texts=texts,
+                         strict=False)
     assert report["identical"]["beam"] < len(texts)
-    assert len(report["mismatches"]) == len(texts) - report["identical"][
-        "beam"]
+    assert report["text"]["identical"] == {"beam": len(texts) + 5}
+    assert len(report["mismatches"]) == len(texts) + 5 - report[
+        "identical"]["beam"]
 
 
 @pytest.mark.slow
-def test_verification_with_ids_and_saved_model(trained, tmp_path):
-    # A SavedModel of the same translator's token functions.
-    saved = tmp_path / "saved"
-    module = tf.Module()
-    module.translate_tokens = trained.translator.translate_tokens
-    module.translate_tokens_greedy = (
-        trained.translator.translate_tokens_greedy)
-    module.model = trained.translator.model
-    tf.saved_model.save(module, str(saved))
-    ids = trained.translator.source_ids(
-        tf.constant(trained.texts[:20])).numpy()
-    report = verify_onnx(trained.onnx_dir, trained.translator,
-                                     source_ids=ids, saved_model_dir=saved)
-    assert report["identical"] == {"beam": 20, "greedy": 20}
-    assert report["saved_model_identical"] == {"beam": 20, "greedy": 20}
+def test_verification_raises_on_a_tampered_text_graph(trained, tmp_path):
+    tampered = tmp_path / "tampered"
+    tamper(trained.onnx_dir, tampered, "beam_text.onnx")
+    with pytest.raises(ValueError,
+                       match="ONNX graph 'beam_text.onnx' differs from the "
+                             "Translator's translate"):
+        verify_onnx(tampered, trained.translator, texts=trained.texts[:16])
 
 
 @pytest.mark.slow
@@ -442,8 +715,7 @@ def test_verification_with_ids_and_saved_model(trained, tmp_path):
     (dict(texts=["one"], batch_size=0), ValueError, "`batch_size`")])
 def test_verification_rejects_bad_arguments(trained, kwargs, error, match):
     with pytest.raises(error, match=match):
-        verify_onnx(trained.onnx_dir, trained.translator,
-                                **kwargs)
+        verify_onnx(trained.onnx_dir, trained.translator, **kwargs)
 
 
 @pytest.mark.slow
@@ -453,17 +725,27 @@ def test_export_of_one_search_with_opset_18(trained, tmp_path):
                                      verify=False)
     assert report["verification"] is None
     assert sorted(os.listdir(tmp_path)) == sorted(report["files"]) == [
-        "greedy.onnx", "onnx_config.json", "source_vocab.txt",
-        "target_vocab.txt"]
-    model = onnx.load(tmp_path / "greedy.onnx")
-    assert [o.version for o in model.opset_import if o.domain == ""] == [18]
+        "greedy.onnx", "greedy_text.onnx", "onnx_config.json",
+        "source.model", "target.model"]
+    for name in ("greedy.onnx", "greedy_text.onnx"):
+        model = onnx.load(tmp_path / name)
+        assert [o.version for o in model.opset_import
+                if o.domain == ""] == [18]
     runtime = OnnxTranslator(tmp_path)
     assert runtime.modes == ("greedy",)
-    texts = trained.texts[:8]
-    got, expected = (runtime(texts, greedy=True),
-                     trained.runtime(texts, greedy=True))
-    assert [t for t, _ in got] == [t for t, _ in expected]
-    np.testing.assert_allclose([s for _, s in got],
-                               [s for _, s in expected], atol=1e-5)
     with pytest.raises(ValueError, match="`mode`"):
-        runtime(texts)
+        runtime.translate_tokens([[4, 3]])
+    # Token ids from source ids, text in a subprocess, both as TensorFlow.
+    ids = trained.translator.source_ids(
+        tf.constant(trained.texts[:20])).numpy()
+    report = verify_onnx(tmp_path, trained.translator,
+                         texts=trained.texts[:20] + [INVALID_UTF8])
+    assert report["identical"] == report["text"]["identical"] == {
+        "greedy": 26}
+    assert report["text"]["saved_model_identical"] == {"greedy": None}
+    report = verify_onnx(tmp_path, trained.translator, source_ids=ids,
+                         saved_model_dir=trained.saved_model_dir)
+    assert report["identical"] == report["saved_model_identical"] == {
+        "greedy": 20}
+    assert report["text"]["identical"] == report["text"][
+        "saved_model_identical"] == {"greedy": 64 + 5}

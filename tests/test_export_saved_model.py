@@ -66,3 +66,19 @@ def test_bad_input(exported, translator, signature):
                                   expected["translation"].numpy())
     empty = fn(text=tf.constant([], tf.string))
     assert empty["translation"].shape == (0,)
+
+
+def test_token_signature_rejects_ids_outside_the_vocabulary(exported,
+                                                            translator):
+    loaded = tf.saved_model.load(exported)
+    signature = loaded.signatures["translate_tokens"]
+    vocab = translator.source_vocab_size
+    for bad in (vocab, -3):
+        ids = tf.constant([[5, bad, 3]], tf.int32)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"`source_ids`(.|\n)*{bad}"):
+            signature(source_ids=ids)
+    # A batch with no columns follows the empty-input rule.
+    result = signature(source_ids=tf.zeros([3, 0], tf.int32))
+    assert result["target_ids"].shape == (3, 0)
+    np.testing.assert_array_equal(result["score"].numpy(), [0.0] * 3)

@@ -1,0 +1,393 @@
+"""Check an ONNX export against the TensorFlow Translator (and SavedModel).
+
+`verify_onnx` runs every graph that `export.onnx.export_onnx` wrote and
+compares it with TensorFlow on the same sentences: the given texts plus
+`bad_input_texts` (empty, whitespace of several kinds, a text longer than
+`max_source_tokens`, characters without a piece, invalid UTF-8):
+
+- the token graphs in this process, against the Translator's
+  `translate_tokens` / `translate_tokens_greedy` (and the SavedModel's):
+  equal token ids;
+- the text graphs in a subprocess (`python -m
+  keras_transformer.export.onnx_text_check`) that imports no TensorFlow
+  (onnxruntime-extensions crashes a process that has), through
+  `OnnxTranslator`, against the Translator's `translate` /
+  `translate_greedy` (and the SavedModel's `serving_default` /
+  `translate_greedy` signatures): equal strings. Both get invalid UTF-8
+  as the same raw bytes (`onnx_runtime.text_feed`).
+
+Scores must be within `score_tolerance` (onnxruntime sums in another order
+than TensorFlow). `graph_summary` counts what a graph holds (op types,
+constant bytes, duplicated constants) for the export's report.
+"""
+
+import base64
+import collections
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import tensorflow as tf
+from keras_transformer.export.onnx_runtime import (
+    check_texts,
+    make_session,
+    read_config,
+    run_search,
+)
+from onnx import numpy_helper
+
+from keras_transformer.text.special_tokens import PAD_ID
+
+# The Translator's tf.functions that each graph is checked against.
+SEARCH_FUNCTIONS = {"beam": "translate_tokens",
+                    "greedy": "translate_tokens_greedy"}
+TEXT_FUNCTIONS = {"beam": "translate", "greedy": "translate_greedy"}
+TEXT_SIGNATURES = {"beam": "serving_default", "greedy": "translate_greedy"}
+DEFAULT_NUM_SENTENCES = 64
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+
+
+def check_translator(translator) -> None:
+    """Raises TypeError unless `translator` looks like a `Translator`."""
+    needed = (*SEARCH_FUNCTIONS.values(), *TEXT_FUNCTIONS.values(),
+              "source_ids", "source_tokenizer", "target_tokenizer", "model",
+              "settings", "source_limit", "max_length", "source_vocab_size")
+    if not all(hasattr(translator, name) for name in needed):
+        raise TypeError(
+            "`translator` must be a keras_transformer Translator. "
+            f"Received: translator={translator!r:.80}")
+
+
+def default_texts(translator, count: int = DEFAULT_NUM_SENTENCES,
+                  seed: int = 0) -> list[str]:
+    """A built-in verification set that suits any source vocabulary.
+
+    `count` random sequences of 1 to 39 source pieces (no reserved nor
+    byte pieces; longer than `max_source_tokens` when that is short),
+    detokenized to text.
+    """
+    rng = np.random.default_rng(seed)
+    vocabulary = translator.source_tokenizer.vocabulary
+    pieces = np.array([i for i, piece in enumerate(vocabulary) if i > 3
+                       and not _BYTE_PIECE.fullmatch(piece)], np.int32)
+    longest = min(40, translator.source_limit + 5)
+    rows = [rng.choice(pieces, size=int(rng.integers(1, longest)))
+            for _ in range(count)]
+    ids = np.zeros([len(rows), max(map(len, rows))], np.int32)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+    texts = translator.source_tokenizer.detokenize(tf.constant(ids))
+    return [t.decode("utf-8", "replace") for t in texts.numpy()]
+
+
+def bad_input_texts(translator, texts=()) -> list:
+    """The input-rule cases every verification adds to its texts.
+
+    An empty text, whitespace of several kinds, a text longer than
+    `max_source_tokens` tokens, characters without a piece (emoji), and
+    bytes that are not valid UTF-8 (a str in the middle).
+    """
+    def count(text):
+        tokens = translator.source_tokenizer.tokenize(tf.constant([text]))
+        return int(tokens.row_lengths()[0])
+
+    words = next((t for t in texts if isinstance(t, str) and count(t)),
+                 "a b c")
+    long_text = words
+    for _ in range(32):  # Doubling: a few steps.
+        if count(long_text) > translator.source_limit:
+            break
+        long_text = f"{long_text} {long_text}"
+    return ["", "  \t\u3000 \n\u00a0", long_text,
+            f"\u2603 {words} \U0001f600\U0001f408 \u03a9\u1680\u16a0",
+            b"\xff\xfe " + words.encode("utf-8")
+            + b" \xc3( \xed\xa0\x80 \xe2\x82 \xf0\x9f\x98"]
+
+
+def verify_onnx(onnx_dir: str | os.PathLike, translator,
+                texts=None, source_ids=None,
+                saved_model_dir: str | os.PathLike | None = None,
+                batch_size: int = 32, score_tolerance: float = 1e-3,
+                strict: bool = True) -> dict:
+    """Runs the exported graphs in onnxruntime and compares with TensorFlow.
+
+    Args:
+        onnx_dir: a directory written by `export_onnx`.
+        translator: the `Translator` that was exported.
+        texts: sequence of str (or bytes), the sentences; the
+            `bad_input_texts` are added. Defaults to `default_texts`.
+        source_ids: int array (N, S) of ids, instead of `texts`, for the
+            token graphs (the text graphs get `default_texts`).
+        saved_model_dir: optional path of a SavedModel of the same
+            translator (`export.saved_model.export_saved_model`).
+        batch_size: int, sentences per run. Defaults to 32.
+        score_tolerance: float, the largest allowed score difference.
+            Defaults to 1e-3.
+        strict: bool, raise on the first difference (default); if False,
+            the differences are listed under `mismatches`.
+
+    Returns:
+        A report dict: `sentences`; `identical` (mode -> sentences whose
+        ids equal the Translator's); `saved_model_identical` (the same for
+        the SavedModel, or None); `max_score_difference` (mode -> float);
+        `onnxruntime_seconds` and `tensorflow_seconds` (mode -> seconds);
+        `text` (the same figures for the text graphs: `sentences`,
+        `identical`, `saved_model_identical` (mode -> count, or None
+        without a SavedModel), `max_score_difference`, `onnxruntime_seconds`
+        (in the subprocess), `tensorflow_seconds`); `mismatches`.
+
+    Raises:
+        ValueError: outputs or scores differ (naming the graph, the
+            sentence and both outputs), or an argument is invalid.
+        RuntimeError: the text-graph subprocess failed.
+    """
+    check_translator(translator)
+    config = read_config(onnx_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
+            batch_size < 1):
+        raise ValueError(
+            "`batch_size` must be an int >= 1. "
+            f"Received: batch_size={batch_size!r}")
+    ids, texts = _verification_inputs(translator, texts, source_ids)
+    saved = (tf.saved_model.load(os.fspath(saved_model_dir))
+             if saved_model_dir is not None else None)
+    report = {"sentences": len(ids), "identical": {},
+              "saved_model_identical": None if saved is None else {},
+              "max_score_difference": {}, "onnxruntime_seconds": {},
+              "tensorflow_seconds": {}, "mismatches": []}
+    checker = _Checker(report, score_tolerance, strict)
+    for mode, name in sorted(config["graphs"].items()):
+        session = make_session(os.path.join(os.fspath(onnx_dir), name))
+        timer = time.perf_counter()
+        got = _run_batches(lambda batch: run_search(session, batch), ids,
+                           batch_size)
+        report["onnxruntime_seconds"][mode] = time.perf_counter() - timer
+        function = SEARCH_FUNCTIONS[mode]
+        references = {"identical": (f"the Translator's {function}",
+                                    getattr(translator, function))}
+        if saved is not None:
+            references["saved_model_identical"] = (
+                f"the SavedModel's {function}", getattr(saved, function))
+        for key, (reference, search) in references.items():
+            timer = time.perf_counter()
+            expected = _run_batches(search, ids, batch_size)
+            if key == "identical":
+                report["tensorflow_seconds"][mode] = (
+                    time.perf_counter() - timer)
+            checker.compare(report, key, mode, f"ONNX graph {name!r}",
+                            reference, got, expected, texts, "ids")
+    if config.get("text_graphs"):
+        text_texts = texts if texts is not None else (
+            default_texts(translator) + bad_input_texts(translator))
+        report["text"] = _verify_text(onnx_dir, config, translator,
+                                      text_texts, saved, batch_size, checker)
+    return report
+
+
+class _Checker:
+    """Compares rows of outputs and scores, counting equal rows."""
+
+    def __init__(self, report, score_tolerance, strict):
+        self.mismatches = report["mismatches"]
+        self.score_tolerance = score_tolerance
+        self.strict = strict
+
+    def compare(self, report, key, mode, graph, reference, got, expected,
+                texts, what):
+        (rows, scores), (expected_rows, expected_scores) = got, expected
+        # Equal scores count as 0 apart, -inf (an empty beam) too.
+        differences = np.where(scores == expected_scores, 0.0,
+                               np.abs(scores - expected_scores))
+        report["max_score_difference"][mode] = max(
+            report["max_score_difference"].get(mode, 0.0),
+            float(np.max(differences, initial=0.0)))
+        report[key][mode] = 0
+        for row, difference in enumerate(differences):
+            if rows[row] == expected_rows[row] and (
+                    difference <= self.score_tolerance):
+                report[key][mode] += 1
+                continue
+            text = "" if texts is None else f" ({texts[row]!r:.200})"
+            message = (
+                f"{graph} differs from {reference} on sentence {row}{text}: "
+                f"onnxruntime gives {what} {rows[row]!r} with score "
+                f"{scores[row]:.6f}, TensorFlow {what} {expected_rows[row]!r}"
+                f" with score {expected_scores[row]:.6f} "
+                f"(score_tolerance={self.score_tolerance})")
+            if self.strict:
+                raise ValueError(message)
+            self.mismatches.append(message)
+
+
+def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
+                 checker):
+    """Checks the text graphs (in a subprocess) against TensorFlow."""
+    modes = sorted(config["text_graphs"])
+    strings = [t.encode("utf-8") if isinstance(t, str) else t
+               for t in texts]
+    answer = _run_text_check(onnx_dir, modes, texts, batch_size)
+    report = {"sentences": len(texts), "identical": {},
+              "saved_model_identical": {mode: None for mode in modes},
+              "max_score_difference": {}, "onnxruntime_seconds": {},
+              "tensorflow_seconds": {}}
+    for mode in modes:
+        name = config["text_graphs"][mode]
+        result = answer["results"][mode]
+        report["onnxruntime_seconds"][mode] = result["seconds"]
+        got = (result["translation"], np.array(result["score"], np.float64))
+        references = {"identical": (
+            f"the Translator's {TEXT_FUNCTIONS[mode]}",
+            getattr(translator, TEXT_FUNCTIONS[mode]))}
+        if saved is not None:
+            signature = TEXT_SIGNATURES[mode]
+            if signature not in saved.signatures:
+                raise ValueError(
+                    f"`saved_model_dir` must hold a SavedModel with the "
+                    f"signature {signature!r}. Received: signatures "
+                    f"{sorted(saved.signatures)}")
+            references["saved_model_identical"] = (
+                f"the SavedModel's {signature}",
+                lambda text, s=saved.signatures[signature]: s(text=text))
+        for key, (reference, translate) in references.items():
+            timer = time.perf_counter()
+            expected = _translate_batches(translate, strings, batch_size)
+            if key == "identical":
+                report["tensorflow_seconds"][mode] = (
+                    time.perf_counter() - timer)
+            checker.compare(report, key, mode, f"ONNX graph {name!r}",
+                            reference, got, expected, texts, "text")
+    return report
+
+
+def _run_text_check(onnx_dir, modes, texts, batch_size):
+    """Runs `export.onnx_text_check` in a subprocess; returns its answer."""
+    entries = [t if isinstance(t, str) else
+               {"base64": base64.b64encode(t).decode("ascii")}
+               for t in texts]
+    with tempfile.TemporaryDirectory() as tmp:
+        request = os.path.join(tmp, "request.json")
+        answer = os.path.join(tmp, "answer.json")
+        with open(request, "w", encoding="utf-8") as file:
+            json.dump({"onnx_dir": os.path.abspath(os.fspath(onnx_dir)),
+                       "modes": modes, "batch_size": batch_size,
+                       "texts": entries}, file)
+        process = subprocess.run(
+            [sys.executable, "-m", "keras_transformer.export.onnx_text_check",
+             request, answer], capture_output=True, text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        if process.returncode:
+            raise RuntimeError(
+                "Running the ONNX text graphs in a subprocess without "
+                f"TensorFlow failed (status {process.returncode}):\n"
+                f"{process.stderr[-3000:]}")
+        with open(answer, encoding="utf-8") as file:
+            return json.load(file)
+
+
+def _translate_batches(translate, strings, batch_size):
+    """TensorFlow translations by batches: (list of str, scores)."""
+    translations, scores = [], []
+    for start in range(0, len(strings), batch_size):
+        result = translate(tf.constant(strings[start:start + batch_size],
+                                       tf.string))
+        translations += [t.decode("utf-8", "replace")
+                         for t in result["translation"].numpy()]
+        scores += result["score"].numpy().tolist()
+    return translations, np.array(scores, np.float64)
+
+
+def _run_batches(search, ids, batch_size):
+    """Runs `search` by batches: per-row id lists without padding, scores."""
+    rows, scores = [], []
+    for start in range(0, len(ids), batch_size):
+        result = search(ids[start:start + batch_size])
+        for row in np.asarray(result["target_ids"]).tolist():
+            while row and row[-1] == PAD_ID:
+                row.pop()
+            rows.append(row)
+        scores.extend(np.asarray(result["score"]).tolist())
+    return rows, np.array(scores, np.float64)
+
+
+def _verification_inputs(translator, texts, source_ids):
+    """Returns (ids int32 (N, S), texts with the bad inputs, or None)."""
+    if texts is not None and source_ids is not None:
+        raise ValueError(
+            "Pass `texts` or `source_ids`, not both. Received: "
+            f"texts={texts!r:.60}, source_ids={source_ids!r:.60}")
+    if source_ids is None:
+        texts = default_texts(translator) if texts is None else texts
+        texts = check_texts(texts)
+        if not texts:
+            raise ValueError("`texts` must not be empty. Received: texts=[]")
+        texts = texts + bad_input_texts(translator, texts)
+        strings = [t.encode("utf-8") if isinstance(t, str) else t
+                   for t in texts]
+        ids = translator.source_ids(tf.constant(strings, tf.string))
+        return np.asarray(ids, np.int32), texts
+    ids = np.asarray(source_ids)
+    if ids.ndim != 2 or ids.shape[0] == 0 or not np.issubdtype(
+            ids.dtype, np.integer):
+        raise ValueError(
+            "`source_ids` must be a non-empty 2-D array of integer ids. "
+            f"Received: source_ids with shape {ids.shape} and dtype "
+            f"{ids.dtype}")
+    return ids.astype(np.int32), None
+
+
+def graph_summary(model: onnx.ModelProto | str | os.PathLike) -> dict:
+    """Op types, node count, opset and constant bytes of an ONNX model.
+
+    Args:
+        model: an `onnx.ModelProto` or the path of a `.onnx` file.
+
+    Returns:
+        A dict: `opset` (of the default domain), `nodes`, `op_types`
+        (op type -> count, subgraphs included, most frequent first),
+        `weights_bytes` (bytes of all initializers and Constant nodes)
+        and `largest_duplicate_bytes` (the bytes of the largest constant
+        held more than once, 0 when none is).
+    """
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(os.fspath(model))
+    counts = collections.Counter()
+    weights, seen, duplicate = 0, set(), 0
+    for graph in _subgraphs(model.graph):
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            counts[node.op_type] += 1
+            if node.op_type == "Constant":
+                tensors.extend(a.t for a in node.attribute if a.name ==
+                               "value")
+        for tensor in tensors:
+            value = numpy_helper.to_array(tensor)
+            weights += value.nbytes
+            key = (value.dtype.str, value.shape,
+                   hashlib.sha256(value.tobytes()).hexdigest())
+            if key in seen:
+                duplicate = max(duplicate, value.nbytes)
+            seen.add(key)
+    opset = next(o.version for o in model.opset_import
+                 if o.domain in ("", "ai.onnx"))
+    return {"opset": opset, "nodes": sum(counts.values()),
+            "op_types": dict(counts.most_common()),
+            "weights_bytes": weights, "largest_duplicate_bytes": duplicate}
+
+
+def _subgraphs(graph):
+    """`graph` and every subgraph inside it, depth first."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            subgraphs = list(attribute.graphs)
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                subgraphs.append(attribute.g)
+            for subgraph in subgraphs:
+                yield from _subgraphs(subgraph)
