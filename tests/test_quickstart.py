@@ -37,8 +37,11 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
                 "onnx": {"verification": {
                     "identical": {"beam": 2}, "sentences": 2,
                     "saved_model_identical": {"beam": 2},
-                    "max_score_difference": {"beam": 0.0}},
-                    "files": {"beam.onnx": 1e6}, "nodes": {"beam": 10}}}
+                    "max_score_difference": {"beam": 0.0},
+                    "text": {"sentences": 2, "identical": {"beam": 2},
+                             "saved_model_identical": {"beam": 1}}},
+                    "files": {"beam.onnx": 1e6, "beam_text.onnx": 1.2e6},
+                    "nodes": {"beam": 10}}}
 
     monkeypatch.setattr(quickstart_module, "train_run", fake_train)
     monkeypatch.setattr(quickstart_module, "evaluate_run", fake_evaluate)
@@ -56,6 +59,8 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
     assert stored["total_seconds"] >= stored["train_seconds"] >= 0
     assert stored["train_seconds"] == results["train_seconds"]
     assert any("exact match  90.0%" in line for line in lines)
+    assert any("beam_text" in line and "SavedModel 1/2" in line
+               for line in lines)
 
     quality = harness.read_quality(str(run_dir))
     assert set(quality["results"]) == {"greedy", "beam"}
