@@ -13,35 +13,33 @@ a model made by `build_transformer`:
   use its built-in table (which concatenates them);
 - the output projection tied to the target embedding (CTranslate2 stores
   the shared matrix once, as an alias);
-- the vocabularies as token strings, with `[START]`, `[END]` and `[UNK]` as
-  its bos, eos and unk tokens; the sources carry their own `[END]`, as the
-  `Translator` feeds them.
+- the vocabularies as token strings (the SentencePiece pieces), with
+  `[START]`, `[END]` and `[UNK]` as its bos, eos and unk tokens; the
+  sources carry their own `[END]`, as the `Translator` feeds them.
 
-`verify_ctranslate2` decodes greedily with both runtimes and compares the
-token ids one for one. Requires the optional `ctranslate2` package
-(`pip install keras-transformer[bench]`).
+`export_ctranslate2` also writes the SentencePiece models (`source.model`,
+`target.model`) and `keras_transformer.json` beside the model, for
+`ctranslate2_runtime.CTranslate2Translator`, which needs neither
+TensorFlow nor Keras. Its verification compares greedy token ids
+(`verify_ctranslate2`), teacher-forced log-probabilities and greedy
+translations (`verify_text`) with the `Translator`'s. Requires the
+optional `ctranslate2` package (`pip install keras-transformer[bench]`).
 
 Example:
->>> report = export_ctranslate2(translator, "exports/ct2")
->>> report["identical"] == report["sentences"]
+>>> report = export_ctranslate2(translator, "exports/ct2", texts=texts)
+>>> report["identical"] == report["text_identical"] == report["sentences"]
 True
 """
 
+import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras_transformer.export import ctranslate2_runtime as runtime
 
-from keras_transformer.export.ctranslate2_runtime import (  # noqa: F401 (re-exported)
-    _ctranslate2,
-    ids_to_tokens,
-    load_translator,
-    max_log_prob_difference,
-    tokens_to_ids,
-    translate_ids,
-    verify_ctranslate2,
-)
+from keras_transformer.text import special_tokens as special
 
 QUANTIZATIONS = (None, "int8")
 _ACTIVATIONS = {"relu": "RELU", "gelu": "GELU"}
@@ -131,7 +129,7 @@ def build_spec(model, source_vocabulary, target_vocabulary,
     Returns:
         The validated spec (not yet quantized or saved).
     """
-    ctranslate2 = _ctranslate2()
+    ctranslate2 = runtime._ctranslate2()
     specs = ctranslate2.specs
     encoder, decoder = model.encoder, model.decoder
     source_embedding = model.source_embedding
@@ -210,17 +208,16 @@ def build_spec(model, source_vocabulary, target_vocabulary,
 
 
 def _converter_class():
-    ctranslate2 = _ctranslate2()
+    converters = runtime._ctranslate2().converters
 
-    class KerasTransformerConverter(ctranslate2.converters.Converter):
+    class KerasTransformerConverter(converters.Converter):
         """A CTranslate2 converter for `build_transformer` models."""
 
-        def __init__(self, model, source_vocabulary, target_vocabulary):
-            self._arguments = (model, source_vocabulary, target_vocabulary)
+        def __init__(self, *arguments):
+            self._arguments = arguments
 
         def _load(self):
-            spec = build_spec(*self._arguments)
-            return spec
+            return build_spec(*self._arguments)
 
     return KerasTransformerConverter
 
@@ -253,6 +250,50 @@ def convert_model(model, source_vocabulary, target_vocabulary, out_dir: str,
                              force=True)
 
 
+def _check_tokenizers(translator):
+    for side in ("source", "target"):
+        tokenizer = getattr(translator, f"{side}_tokenizer")
+        if not isinstance(getattr(tokenizer, "model_proto", None), bytes):
+            raise TypeError(
+                "`translator` must have SentencePiece tokenizers (with "
+                "`model_proto`): the CTranslate2 runtime tokenizes with the "
+                f"sentencepiece package. Received: {side}_tokenizer of type "
+                f"{type(tokenizer).__name__}")
+
+
+def write_runtime_files(translator, model_dir: str,
+                        quantization: str | None = None) -> dict:
+    """Writes the SentencePiece models and `keras_transformer.json`.
+
+    Args:
+        translator: the `Translator` whose model was converted.
+        model_dir: the CTranslate2 model directory.
+        quantization: None or "int8", recorded in the config.
+
+    Returns:
+        The config written.
+    """
+    _check_tokenizers(translator)
+    translator.source_tokenizer.save(
+        os.path.join(model_dir, runtime.SOURCE_MODEL))
+    translator.target_tokenizer.save(
+        os.path.join(model_dir, runtime.TARGET_MODEL))
+    config = {"format": runtime.FORMAT, "source_model": runtime.SOURCE_MODEL,
+              "target_model": runtime.TARGET_MODEL,
+              **{f"{name}_token": getattr(special, f"{name.upper()}_TOKEN")
+                 for name in ("pad", "unk", "start", "end")},
+              **{f"{name}_id": getattr(special, f"{name.upper()}_ID")
+                 for name in ("pad", "unk", "start", "end")},
+              "max_source_tokens": int(translator.source_limit),
+              "max_length": int(translator.max_length),
+              "search": translator.settings.to_dict(),
+              "quantization": quantization or "float32"}
+    with open(os.path.join(model_dir, runtime.CONFIG_FILE), "w",
+              encoding="utf-8") as file:
+        json.dump(config, file, indent=2)
+    return config
+
+
 def export_ctranslate2(translator, out_dir: str,
                        quantization: str | None = None,
                        texts: list[str] | None = None,
@@ -261,32 +302,37 @@ def export_ctranslate2(translator, out_dir: str,
     """Converts a `Translator` to CTranslate2 and verifies it greedily.
 
     Args:
-        translator: a `keras_transformer.Translator` (its model and
-            tokenizers are converted).
+        translator: a `keras_transformer.Translator` with SentencePiece
+            tokenizers (its model, pieces and models are written).
         out_dir: the model directory to write (replaced if it exists).
         quantization: None (float32 weights) or "int8".
         texts: source sentences to verify with; None skips verification.
-        min_agreement: the least share of sentences whose greedy token ids
-            must be identical. Defaults to 1.0 for float32 and 0.0 (report
-            only) for int8, whose rounding may flip close decisions.
+        min_agreement: the least share of sentences whose greedy token ids,
+            and whose greedy translations, must be identical. Defaults to
+            1.0 for float32 and 0.0 (report only) for int8, whose rounding
+            may flip close decisions.
         log_prob_tolerance: the largest allowed teacher-forced
             log-probability difference. Defaults to 1e-3 for float32 and
             no limit for int8.
 
     Returns:
         A report dict: path, quantization, source_vocab_size,
-        target_vocab_size, and with `texts` the `verify_ctranslate2` figures.
+        target_vocab_size, and with `texts` the figures of
+        `verify_ctranslate2` and `verify_text`.
 
     Raises:
-        ValueError: the agreement is below `min_agreement` (naming the first
+        TypeError: the tokenizers are not SentencePiece tokenizers.
+        ValueError: an agreement is below `min_agreement` (naming the first
             differing sentence), or the log-probabilities differ by more
             than `log_prob_tolerance`.
     """
     _check_quantization(quantization)
+    _check_tokenizers(translator)
     source_vocabulary = translator.source_tokenizer.vocabulary
     target_vocabulary = translator.target_tokenizer.vocabulary
     path = convert_model(translator.model, source_vocabulary,
                          target_vocabulary, out_dir, quantization)
+    write_runtime_files(translator, path, quantization)
     report = {"path": path, "quantization": quantization or "float32",
               "source_vocab_size": len(source_vocabulary),
               "target_vocab_size": len(target_vocabulary)}
@@ -301,14 +347,18 @@ def export_ctranslate2(translator, out_dir: str,
         log_prob_tolerance = 1e-3
     source_ids = translator.source_ids(tf.constant(texts, tf.string))
     report.update(verify_ctranslate2(path, translator, source_ids.numpy()))
-    if report["agreement"] < min_agreement:
-        difference = report["first_difference"]
-        raise ValueError(
-            f"CTranslate2 greedy output differs from the Translator on "
-            f"{report['sentences'] - report['identical']} of "
-            f"{report['sentences']} sentences, first on "
-            f"{texts[difference['row']]!r}: {difference}. Received: "
-            f"min_agreement={min_agreement}")
+    report.update(verify_text(path, translator, texts))
+    for what, key, difference in (
+            ("greedy output", "agreement", "first_difference"),
+            ("greedy translation", "text_agreement",
+             "first_text_difference")):
+        if report[key] < min_agreement:
+            difference = report[difference]
+            raise ValueError(
+                f"CTranslate2 {what} differs from the Translator's on "
+                f"{1 - report[key]:.1%} of {report['sentences']} sentences, "
+                f"first on {texts[difference['row']]!r}: {difference}. "
+                f"Received: min_agreement={min_agreement}")
     if log_prob_tolerance is not None and (
             report["max_log_prob_difference"] > log_prob_tolerance):
         raise ValueError(
@@ -316,3 +366,128 @@ def export_ctranslate2(translator, out_dir: str,
             f"{report['max_log_prob_difference']:.2e}. Received: "
             f"log_prob_tolerance={log_prob_tolerance}")
     return report
+
+
+def verify_ctranslate2(model_dir: str, translator, source_ids,
+                       compute_type: str = "default") -> dict:
+    """Greedy token-for-token comparison of CTranslate2 and the Translator.
+
+    Args:
+        model_dir: a directory written by `convert_model`.
+        translator: the `Translator` whose model was converted.
+        source_ids: int (B, S) source ids, as `translator.source_ids` makes
+            them.
+        compute_type: CTranslate2 compute type ("default" runs the stored
+            weights: float32, or int8 for an int8 conversion).
+
+    Returns:
+        A dict: sentences, identical (rows with identical ids), agreement
+        (the share of identical rows), first_difference (None or
+        {"row", "ctranslate2", "keras"}) and max_log_prob_difference
+        (`max_log_prob_difference` on the Translator's outputs).
+    """
+    source_ids = np.asarray(source_ids, dtype=np.int32)
+    if source_ids.ndim != 2 or source_ids.shape[0] == 0:
+        raise ValueError(
+            "`source_ids` must be a non-empty int batch (B, S). "
+            f"Received: source_ids with shape {source_ids.shape}")
+    source_ids = source_ids[:, :translator.max_length]
+    expected = translator.translate_tokens_greedy(
+        tf.constant(source_ids))["target_ids"].numpy()
+    lengths = np.sum(source_ids != special.PAD_ID, axis=1)
+    max_length = runtime.max_output_length(
+        int(lengths.max()), translator.settings.extra_length,
+        translator.max_length)
+    source_vocabulary = translator.source_tokenizer.vocabulary
+    target_vocabulary = translator.target_tokenizer.vocabulary
+    got = runtime.translate_ids(
+        runtime.load_translator(model_dir, compute_type), source_ids,
+        source_vocabulary, target_vocabulary, max_length)
+    # The Translator gives no token for a row with no source token.
+    got[lengths <= 1] = special.PAD_ID
+    width = max(expected.shape[1], 1)
+    padded = np.zeros_like(got)
+    padded[:, :expected.shape[1]] = expected
+    same = [np.array_equal(a, b) for a, b in zip(got, padded)]
+    row = same.index(False) if False in same else None
+    return {"sentences": len(source_ids), "identical": sum(same),
+            "agreement": sum(same) / len(source_ids),
+            "first_difference": None if row is None else {
+                "row": row, "ctranslate2": got[row, :width].tolist(),
+                "keras": expected[row].tolist()},
+            "max_log_prob_difference": max_log_prob_difference(
+                model_dir, translator.model, source_ids, expected,
+                source_vocabulary, target_vocabulary, compute_type)}
+
+
+def verify_text(model_dir: str, translator, texts,
+                compute_type: str = "default") -> dict:
+    """Greedy translations of `CTranslate2Translator` vs the Translator's.
+
+    Args:
+        model_dir: a directory written by `export_ctranslate2`.
+        translator: the `Translator` whose model was converted.
+        texts: a non-empty list of source texts (str or UTF-8 bytes).
+        compute_type: CTranslate2 compute type.
+
+    Returns:
+        A dict: text_identical (texts translated to the same string),
+        text_agreement (their share), first_text_difference (None or
+        {"row", "ctranslate2", "keras"}) and max_score_difference (over the
+        identical translations).
+    """
+    texts = list(texts)
+    got = runtime.CTranslate2Translator(model_dir, compute_type)(
+        texts, greedy=True)
+    expected = translator.translate_greedy(tf.constant(texts, tf.string))
+    strings = [s.decode("utf-8") for s in expected["translation"].numpy()]
+    same = [g == s for (g, _), s in zip(got, strings)]
+    row = same.index(False) if False in same else None
+    differences = [abs(g - float(s)) for (_, g), s, equal in zip(
+        got, expected["score"].numpy(), same) if equal]
+    return {"text_identical": sum(same),
+            "text_agreement": sum(same) / len(texts),
+            "first_text_difference": None if row is None else {
+                "row": row, "ctranslate2": got[row][0],
+                "keras": strings[row]},
+            "max_score_difference": max(differences, default=0.0)}
+
+
+def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
+                            source_vocabulary, target_vocabulary,
+                            compute_type: str = "default") -> float:
+    """Largest |log p| difference, CTranslate2 vs Keras, teacher forced.
+
+    Scores each target row (cut at its first `[END]` or padding and to
+    the positional table, then `[END]` appended, as CTranslate2's
+    `score_batch` does) with both runtimes; unlike a comparison of decoded
+    ids this is not sensitive to near-ties between tokens.
+    """
+    limit = model.config.max_length  # [START] + tokens fit the table.
+    rows = []
+    for row in np.asarray(target_ids):
+        ends = np.flatnonzero((row == special.END_ID) | (row == special.PAD_ID))
+        rows.append(row[:ends[0] if ends.size else len(row)][:limit - 1])
+    rows = [row.tolist() for row in rows]
+    width = max(len(tokens) for tokens in rows) + 1
+    decoder_inputs = np.zeros((len(rows), width), np.int32)
+    labels = np.zeros((len(rows), width), np.int32)
+    for i, tokens in enumerate(rows):
+        decoder_inputs[i, :len(tokens) + 1] = [special.START_ID] + tokens
+        labels[i, :len(tokens) + 1] = tokens + [special.END_ID]
+    logits = model({"encoder_inputs": tf.constant(source_ids, tf.int32),
+                    "decoder_inputs": tf.constant(decoder_inputs)},
+                   training=False)
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+    keras_scores = np.take_along_axis(log_probs, labels[..., None],
+                                      axis=-1)[..., 0]
+    scored = runtime.load_translator(model_dir, compute_type).score_batch(
+        runtime.ids_to_tokens(source_ids, source_vocabulary),
+        [[target_vocabulary[t] for t in tokens] for tokens in rows],
+        max_input_length=0)
+    worst = 0.0
+    for i, result in enumerate(scored):
+        count = len(rows[i]) + 1
+        worst = max(worst, float(np.max(np.abs(
+            np.asarray(result.log_probs[:count]) - keras_scores[i, :count]))))
+    return worst

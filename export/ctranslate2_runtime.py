@@ -1,16 +1,63 @@
-"""Run a CTranslate2 conversion on token ids, and compare it with Keras.
+"""Translate with a CTranslate2 export: ctranslate2 + sentencepiece only.
 
-Helpers of `export/ctranslate2.py`: CTranslate2 reads and writes token
-strings, so ids are mapped through the vocabularies; `verify_ctranslate2`
-decodes greedily with CTranslate2 and the `Translator` and compares the ids
-one for one, and `max_log_prob_difference` compares teacher-forced
-log-probabilities (insensitive to near-ties).
+Imports neither TensorFlow nor Keras (nor any module of the package that
+does): a directory written by `export.ctranslate2.export_ctranslate2` runs
+where only `ctranslate2`, `sentencepiece` and `numpy` are installed. The
+directory holds the CTranslate2 model (`model.bin`, `config.json`, the
+vocabularies), the SentencePiece models `source.model` and `target.model`
+and `keras_transformer.json` (the reserved tokens, the truncation limit,
+the maximum output length and the search settings).
+
+`CTranslate2Translator` follows the input rules of every runtime of the
+package (`keras_transformer.inference`): sources are truncated to
+`max_source_tokens` pieces, then `[END]` is appended; a text with no piece
+(empty, or only whitespace of any kind) translates to "" with score 0.0;
+an empty batch gives an empty list; the output is at most the longest
+source of the batch (`[END]` included) + `extra_length` pieces, capped at
+`max_length`.
+
+Greedy search is the `Translator`'s: the same pieces and score (the sum of
+the token log-probabilities, `[END]` included). Beam search differs in
+CTranslate2 (4.x): it ranks finished hypotheses by log P / |Y| ** beta (its
+`length_penalty`; the GNMT mode of 1.x, `normalize_scores=False`, was
+removed in 3.0), ours by log P / ((5 + |Y|) / 6) ** alpha. For alpha > 0 no
+beta gives the same order (the ratio of the two penalties changes with
+|Y|), and the stopping rules differ: CTranslate2 stops once the top beam
+ended (beta = 0) or once round(beam_size * patience) hypotheses ended, ours
+once no live hypothesis can beat the K-th finished one even with the
+penalty of the maximum length. Both keep the same live beams step for step
+(the K best extensions that do not end, out of the 2K best), so the beam
+here reranks the hypotheses CTranslate2 returns by the GNMT score, finished
+ones first, as `keras_transformer.decoding.beam_search` does:
+
+- by default CTranslate2 searches as usual (beta = alpha, patience 1) and
+  returns its K best: the `Translator`'s result when alpha = 0, and
+  usually otherwise;
+- with `exact_beam=True` (beta = 1, patience = maximum length + 1) it
+  decodes every sentence to the maximum output length and returns every
+  hypothesis that ended, so the best after reranking is the
+  `Translator`'s, up to float rounding; every batch then costs the
+  maximum output length in steps (3-16x the default's time on the test
+  models, whose translations are short).
+
+The token-level helpers (`load_translator`, `translate_ids`,
+`ids_to_tokens`, `tokens_to_ids`) map id batches through the vocabularies,
+for the export's verification and the benchmarks.
 """
 
+import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
+
+CONFIG_FILE = "keras_transformer.json"
+FORMAT = "keras-transformer-ctranslate2"
+SOURCE_MODEL = "source.model"
+TARGET_MODEL = "target.model"
+# The GNMT length penalty lp(|Y|) = ((5 + |Y|) / 6) ** alpha (Wu et al.,
+# 2016, equation 14), as `keras_transformer.decoding.gnmt_length_penalty`.
+_LP_OFFSET, _LP_DIVISOR = 5.0, 6.0
 
 
 def _ctranslate2():
@@ -23,8 +70,14 @@ def _ctranslate2():
     return ctranslate2
 
 
-def _positional_max_length(model):
-    return model.config.max_length
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError as error:  # pragma: no cover - optional dependency
+        raise ImportError(
+            "CTranslate2Translator needs the `sentencepiece` package: "
+            "pip install sentencepiece") from error
+    return sentencepiece
 
 
 def ids_to_tokens(ids, vocabulary, pad_id: int = 0) -> list[list[str]]:
@@ -40,27 +93,96 @@ def tokens_to_ids(tokens, vocabulary) -> list[list[int]]:
 
 
 def load_translator(model_dir: str, compute_type: str = "default",
-                    intra_threads: int = 0):
-    """A `ctranslate2.Translator` on the CPU for a converted directory."""
+                    intra_threads: int = 0, device: str = "cpu"):
+    """A `ctranslate2.Translator` (CPU by default) for a converted directory."""
     return _ctranslate2().Translator(
-        os.fspath(model_dir), device="cpu", compute_type=compute_type,
+        os.fspath(model_dir), device=device, compute_type=compute_type,
         intra_threads=intra_threads)
+
+
+def gnmt_penalty(length: int, alpha: float) -> float:
+    """lp(|Y|) = ((5 + |Y|) / 6) ** alpha, |Y| counting `[END]`."""
+    return ((_LP_OFFSET + length) / _LP_DIVISOR) ** alpha
+
+
+def max_output_length(longest_source: int, extra_length: int,
+                      max_length: int) -> int:
+    """Longest source (`[END]` included) + extra, capped, at least 1."""
+    return max(1, min(longest_source + extra_length, max_length))
+
+
+def search_tokens(ct2_translator, sources, max_decoding_length: int,
+                  beam_size: int = 1, length_penalty: float = 0.0,
+                  end_token: str = "[END]",
+                  exact_beam: bool = False) -> list[tuple[list[str], float]]:
+    """Decodes token rows as the `Translator`'s search does.
+
+    Args:
+        ct2_translator: a `ctranslate2.Translator`.
+        sources: token strings per row, each row ending with `end_token`.
+        max_decoding_length: int, the most pieces generated (`[END]`
+            included), as `max_output_length` gives it.
+        beam_size: int, 1 for greedy search.
+        length_penalty: float, the GNMT alpha (beam search only).
+        end_token: str, the token that ends a target.
+        exact_beam: bool, run beam search to `max_decoding_length` so that
+            the reranked hypotheses hold the `Translator`'s choice.
+
+    Returns:
+        One `(tokens, score)` per row: the best hypothesis, up to and
+        including `end_token` when it ended, and its score (summed
+        log-probabilities; for beam search divided by the GNMT penalty).
+    """
+    sources = [list(row) for row in sources]
+    if not sources:
+        return []
+    options = dict(max_decoding_length=max_decoding_length,
+                   min_decoding_length=0, max_input_length=0,
+                   return_end_token=True, return_scores=True,
+                   end_token=end_token)
+    if beam_size == 1:
+        results = ct2_translator.translate_batch(
+            sources, beam_size=1, length_penalty=0.0, **options)
+        return [(list(r.hypotheses[0]), float(r.scores[0])) for r in results]
+    if exact_beam:
+        # A penalty keeps CTranslate2 from stopping when the top beam ends,
+        # and this patience from stopping before the last step: every
+        # hypothesis it ended is returned.
+        beta, patience = 1.0, max_decoding_length + 1
+    else:  # Stops once `beam_size` ended; keeps the best by its own rule.
+        beta, patience = length_penalty, 1
+    results = ct2_translator.translate_batch(
+        sources, beam_size=beam_size, length_penalty=beta, patience=patience,
+        num_hypotheses=beam_size * patience, **options)
+    best = []
+    for result in results:
+        ranked = []
+        for tokens, score in zip(result.hypotheses, result.scores):
+            log_prob = float(score) * len(tokens) ** beta
+            finished = bool(tokens) and tokens[-1] == end_token
+            ranked.append((not finished,
+                           -log_prob / gnmt_penalty(len(tokens),
+                                                    length_penalty),
+                           list(tokens)))
+        ranked.sort(key=lambda item: item[:2])
+        best.append((ranked[0][2], -ranked[0][1]))
+    return best
 
 
 def translate_ids(ct2_translator, source_ids, source_vocabulary,
                   target_vocabulary, max_length: int, beam_size: int = 1,
-                  pad_id: int = 0) -> np.ndarray:
+                  pad_id: int = 0, length_penalty: float = 0.6,
+                  end_token: str = "[END]") -> np.ndarray:
     """Decodes id batches with CTranslate2 as the Translator does.
 
     Returns int32 ids (B, max_length): each row up to and including its
     `[END]`, then `pad_id`, like `Translator.translate_tokens_greedy`
-    before it drops the all-padding columns.
+    before it drops the all-padding columns. `length_penalty` (the GNMT
+    alpha) applies to beam search only.
     """
-    results = ct2_translator.translate_batch(
-        ids_to_tokens(source_ids, source_vocabulary, pad_id),
-        beam_size=beam_size, max_decoding_length=max_length,
-        return_end_token=True, num_hypotheses=1)
-    hypotheses = [r.hypotheses[0] for r in results]
+    hypotheses = [tokens for tokens, _ in search_tokens(
+        ct2_translator, ids_to_tokens(source_ids, source_vocabulary, pad_id),
+        max_length, beam_size, length_penalty, end_token)]
     ids = np.full((len(hypotheses), max_length), pad_id, np.int32)
     for row, hypothesis in enumerate(tokens_to_ids(hypotheses,
                                                    target_vocabulary)):
@@ -68,105 +190,130 @@ def translate_ids(ct2_translator, source_ids, source_vocabulary,
     return ids
 
 
-def _translator_max_length(translator, source_ids):
-    lengths = np.sum(np.asarray(source_ids) != 0, axis=1)
-    longest = int(lengths.max()) if lengths.size else 0
-    return max(1, min(longest + translator.settings.extra_length,
-                      translator.max_length))
+def read_config(model_dir: str | os.PathLike) -> dict:
+    """Reads the `CONFIG_FILE` of a directory written by the export."""
+    path = os.path.join(os.fspath(model_dir), CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"`model_dir` must be a directory written by export_ctranslate2, "
+            f"with {CONFIG_FILE}. Received: model_dir="
+            f"{os.fspath(model_dir)!r}")
+    with open(path, encoding="utf-8") as file:
+        config = json.load(file)
+    if config.get("format") != FORMAT:
+        raise ValueError(
+            f"`model_dir` holds a {CONFIG_FILE} of another format "
+            f"({config.get('format')!r}, expected {FORMAT!r}). Received: "
+            f"model_dir={os.fspath(model_dir)!r}")
+    return config
 
 
-def verify_ctranslate2(model_dir: str, translator, source_ids,
-                       compute_type: str = "default") -> dict:
-    """Greedy token-for-token comparison of CTranslate2 and the Translator.
+class CTranslate2Translator:
+    """Text in, text out, with CTranslate2 and SentencePiece.
 
     Args:
-        model_dir: a directory written by `convert_model`.
-        translator: the `Translator` whose model was converted.
-        source_ids: int (B, S) source ids, as `translator.source_ids` makes
-            them.
-        compute_type: CTranslate2 compute type ("default" runs the stored
-            weights: float32, or int8 for an int8 conversion).
+        model_dir: str, a directory written by `export_ctranslate2`.
+        compute_type: str, CTranslate2's compute type ("default" runs the
+            stored weights: float32, or int8 for an int8 export).
+        device: str, "cpu" (default) or "cuda".
+        exact_beam: bool, decode every sentence to the maximum output
+            length so that beam search gives the `Translator`'s result
+            (slower); by default CTranslate2 stops once `beam_size`
+            hypotheses ended, which usually gives it too (see the module
+            docstring). Defaults to False.
+        intra_threads: int, CTranslate2 threads per translation (0: its
+            default).
 
-    Returns:
-        A dict: sentences, identical (rows with identical ids), agreement
-        (the share of identical rows), first_difference (None or
-        {"row", "ctranslate2", "keras"}) and max_log_prob_difference
-        (`max_log_prob_difference` on the Translator's outputs).
+    Attributes:
+        config: the export's `keras_transformer.json`.
+        beam_size, length_penalty, extra_length: the search settings.
+        max_source_tokens: pieces kept of a source before `[END]`.
+        max_length: the cap on the output length.
+
+    Example:
+    >>> translator = CTranslate2Translator("exports/ctranslate2")
+    >>> translator(["forty", "seven"])
+    [('vierzig', -0.05), ('sieben', -0.02)]
     """
-    source_ids = np.asarray(source_ids, dtype=np.int32)
-    if source_ids.ndim != 2 or source_ids.shape[0] == 0:
-        raise ValueError(
-            "`source_ids` must be a non-empty int batch (B, S). "
-            f"Received: source_ids with shape {source_ids.shape}")
-    source_ids = source_ids[:, :translator.max_length]
-    expected = translator.translate_tokens_greedy(
-        tf.constant(source_ids))["target_ids"].numpy()
-    max_length = _translator_max_length(translator, source_ids)
-    got = translate_ids(
-        load_translator(model_dir, compute_type), source_ids,
-        translator.source_tokenizer.vocabulary,
-        translator.target_tokenizer.vocabulary, max_length)
-    width = max(expected.shape[1], 1)
-    padded = np.zeros((expected.shape[0], max_length), np.int32)
-    padded[:, :expected.shape[1]] = expected
-    identical = 0
-    first_difference = None
-    for row in range(len(source_ids)):
-        if np.array_equal(got[row], padded[row]):
-            identical += 1
-        elif first_difference is None:
-            first_difference = {"row": row,
-                                "ctranslate2": got[row, :width].tolist(),
-                                "keras": expected[row].tolist()}
-    return {"sentences": len(source_ids), "identical": identical,
-            "agreement": identical / len(source_ids),
-            "first_difference": first_difference,
-            "max_log_prob_difference": max_log_prob_difference(
-                model_dir, translator.model, source_ids, expected,
-                translator.source_tokenizer.vocabulary,
-                translator.target_tokenizer.vocabulary, compute_type)}
+
+    def __init__(self, model_dir: str | os.PathLike,
+                 compute_type: str = "default", device: str = "cpu",
+                 exact_beam: bool = False, intra_threads: int = 0):
+        if not isinstance(exact_beam, bool):
+            raise TypeError("`exact_beam` must be a bool. Received: "
+                            f"exact_beam={exact_beam!r}")
+        self.model_dir = os.fspath(model_dir)
+        self.config = read_config(self.model_dir)
+        search = self.config["search"]
+        self.beam_size = int(search["beam_size"])
+        self.length_penalty = float(search["length_penalty"])
+        self.extra_length = int(search["extra_length"])
+        self.max_source_tokens = int(self.config["max_source_tokens"])
+        self.max_length = int(self.config["max_length"])
+        self.end_token = self.config["end_token"]
+        self.exact_beam = exact_beam
+        spm = _sentencepiece()
+        self.source_processor = spm.SentencePieceProcessor(
+            model_file=os.path.join(self.model_dir,
+                                    self.config["source_model"]))
+        self.target_processor = spm.SentencePieceProcessor(
+            model_file=os.path.join(self.model_dir,
+                                    self.config["target_model"]))
+        self.translator = load_translator(self.model_dir, compute_type,
+                                          intra_threads, device)
+
+    def source_tokens(self, texts: Sequence[str | bytes]) -> list[list[str]]:
+        """Texts -> source pieces, truncated, then `[END]`."""
+        return [self.source_processor.encode(text, out_type=str)[
+            :self.max_source_tokens] + [self.end_token]
+            for text in _check_texts(texts)]
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Target pieces -> text, stopping at the first `[END]`."""
+        tokens = list(tokens)
+        if self.end_token in tokens:
+            tokens = tokens[:tokens.index(self.end_token)]
+        return self.target_processor.decode_pieces(tokens)
+
+    def __call__(self, texts: str | bytes | Sequence[str | bytes],
+                 greedy: bool = False):
+        """Translates a text or a list of texts.
+
+        Args:
+            texts: a str (or UTF-8 bytes), or a sequence of them.
+            greedy: bool, greedy search instead of beam search.
+
+        Returns:
+            For one text, a pair `(translation, score)`; for a sequence, a
+            list of such pairs.
+        """
+        single = isinstance(texts, (str, bytes))
+        sources = self.source_tokens([texts] if single else texts)
+        results = [("", 0.0)] * len(sources)
+        # A text with no piece besides [END] translates to "", score 0.
+        rows = [i for i, tokens in enumerate(sources) if len(tokens) > 1]
+        if rows:
+            length = max_output_length(max(len(s) for s in sources),
+                                       self.extra_length, self.max_length)
+            found = search_tokens(
+                self.translator, [sources[i] for i in rows], length,
+                1 if greedy else self.beam_size, self.length_penalty,
+                self.end_token, self.exact_beam)
+            for row, (tokens, score) in zip(rows, found):
+                results[row] = (self.detokenize(tokens), score)
+        return results[0] if single else results
 
 
-def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
-                            source_vocabulary, target_vocabulary,
-                            compute_type: str = "default") -> float:
-    """Largest |log p| difference, CTranslate2 vs Keras, teacher forced.
-
-    Scores each target row (cut at its first `[END]` or padding and to
-    the positional table, then `[END]` appended, as CTranslate2's
-    `score_batch` does) with both runtimes; unlike a comparison of decoded
-    ids this is not sensitive to near-ties between tokens.
-    """
-    from keras_transformer.text import END_ID, PAD_ID, START_ID
-
-    # [START] + tokens must fit the positional table.
-    limit = _positional_max_length(model)
-    rows = []
-    for row in np.asarray(target_ids):
-        tokens = []
-        for token in row:
-            if token in (END_ID, PAD_ID):
-                break
-            tokens.append(int(token))
-        rows.append(tokens[:limit - 1])
-    width = max(len(tokens) for tokens in rows) + 1
-    decoder_inputs = np.zeros((len(rows), width), np.int32)
-    labels = np.zeros((len(rows), width), np.int32)
-    for i, tokens in enumerate(rows):
-        decoder_inputs[i, :len(tokens) + 1] = [START_ID] + tokens
-        labels[i, :len(tokens) + 1] = tokens + [END_ID]
-    logits = model({"encoder_inputs": tf.constant(source_ids, tf.int32),
-                    "decoder_inputs": tf.constant(decoder_inputs)},
-                   training=False)
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
-    keras_scores = np.take_along_axis(log_probs, labels[..., None],
-                                      axis=-1)[..., 0]
-    scored = load_translator(model_dir, compute_type).score_batch(
-        ids_to_tokens(source_ids, source_vocabulary),
-        [[target_vocabulary[t] for t in tokens] for tokens in rows])
-    worst = 0.0
-    for i, result in enumerate(scored):
-        count = len(rows[i]) + 1
-        worst = max(worst, float(np.max(np.abs(
-            np.asarray(result.log_probs[:count]) - keras_scores[i, :count]))))
-    return worst
+def _check_texts(texts) -> list:
+    if isinstance(texts, (str, bytes)) or not isinstance(
+            texts, (Sequence, np.ndarray)):
+        raise TypeError(
+            "`texts` must be a str (or bytes) or a sequence of them. "
+            f"Received: texts={texts!r:.80}")
+    texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
+    for text in texts:
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(
+                "`texts` must hold only str (or bytes). Received: an "
+                f"element {text!r:.80} of type {type(text).__name__}")
+    return texts

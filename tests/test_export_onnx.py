@@ -749,3 +749,44 @@ def test_export_of_one_search_with_opset_18(trained, tmp_path):
         "greedy": 20}
     assert report["text"]["identical"] == report["text"][
         "saved_model_identical"] == {"greedy": 64 + 5}
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_without_tensorflow(trained):
+    import re
+    import subprocess
+    import sys
+
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir,
+                               "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## ONNX\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("exported/onnx", str(trained.onnx_dir))
+    script = ("import json, sys\nsys.modules['tensorflow'] = None\n" + code +
+              "\nassert 'keras' not in sys.modules\n"
+              "print(json.dumps([[str(t) for t in translation],"
+              " score.tolist()]))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, check=True)
+    translations, scores = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = trained.translator.translate(tf.constant(["forty-two", ""]))
+    assert translations == [t.decode() for t in
+                            expected["translation"].numpy()]
+    np.testing.assert_allclose(scores, expected["score"].numpy(), atol=1e-3)
+    assert translations[1] == "" and scores[1] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["beam", "greedy"])
+def test_raw_token_graph_rejects_ids_outside_the_vocabulary(trained, mode):
+    # Without our Python helper too: the graph itself fails, in a node
+    # named after the rule (onnxruntime names the failing node).
+    session = ort.InferenceSession(str(trained.onnx_dir / f"{mode}.onnx"))
+    vocab = trained.translator.source_vocab_size
+    for bad in (vocab, vocab + 7, -2):
+        with pytest.raises(Exception, match="source_ids_in_vocabulary"):
+            session.run(["target_ids"], {
+                "source_ids": np.array([[5, bad, END_ID]], np.int32)})
+    ids, = session.run(["target_ids"], {
+        "source_ids": np.array([[5, 6, END_ID]], np.int32)})
+    assert ids.shape[0] == 1
