@@ -42,7 +42,7 @@ def _tiny_config():
     from keras_transformer.config import TransformerConfig
 
     return TransformerConfig.from_preset(
-        "tiny", source_vocab_size=64, target_vocab_size=64, num_layers=1,
+        "tiny", source_vocab_size=300, target_vocab_size=300, num_layers=1,
         d_model=32, num_heads=2, d_ff=64, max_length=32).to_dict()
 
 
