@@ -38,6 +38,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras_transformer.export import ctranslate2_runtime as runtime
+from keras_transformer.export.ctranslate2_verify import (  # noqa: F401
+    max_log_prob_difference,
+    verify_ctranslate2,
+    verify_text,
+)
 
 from keras_transformer.text import special_tokens as special
 
@@ -366,128 +371,3 @@ def export_ctranslate2(translator, out_dir: str,
             f"{report['max_log_prob_difference']:.2e}. Received: "
             f"log_prob_tolerance={log_prob_tolerance}")
     return report
-
-
-def verify_ctranslate2(model_dir: str, translator, source_ids,
-                       compute_type: str = "default") -> dict:
-    """Greedy token-for-token comparison of CTranslate2 and the Translator.
-
-    Args:
-        model_dir: a directory written by `convert_model`.
-        translator: the `Translator` whose model was converted.
-        source_ids: int (B, S) source ids, as `translator.source_ids` makes
-            them.
-        compute_type: CTranslate2 compute type ("default" runs the stored
-            weights: float32, or int8 for an int8 conversion).
-
-    Returns:
-        A dict: sentences, identical (rows with identical ids), agreement
-        (the share of identical rows), first_difference (None or
-        {"row", "ctranslate2", "keras"}) and max_log_prob_difference
-        (`max_log_prob_difference` on the Translator's outputs).
-    """
-    source_ids = np.asarray(source_ids, dtype=np.int32)
-    if source_ids.ndim != 2 or source_ids.shape[0] == 0:
-        raise ValueError(
-            "`source_ids` must be a non-empty int batch (B, S). "
-            f"Received: source_ids with shape {source_ids.shape}")
-    source_ids = source_ids[:, :translator.max_length]
-    expected = translator.translate_tokens_greedy(
-        tf.constant(source_ids))["target_ids"].numpy()
-    lengths = np.sum(source_ids != special.PAD_ID, axis=1)
-    max_length = runtime.max_output_length(
-        int(lengths.max()), translator.settings.extra_length,
-        translator.max_length)
-    source_vocabulary = translator.source_tokenizer.vocabulary
-    target_vocabulary = translator.target_tokenizer.vocabulary
-    got = runtime.translate_ids(
-        runtime.load_translator(model_dir, compute_type), source_ids,
-        source_vocabulary, target_vocabulary, max_length)
-    # The Translator gives no token for a row with no source token.
-    got[lengths <= 1] = special.PAD_ID
-    width = max(expected.shape[1], 1)
-    padded = np.zeros_like(got)
-    padded[:, :expected.shape[1]] = expected
-    same = [np.array_equal(a, b) for a, b in zip(got, padded)]
-    row = same.index(False) if False in same else None
-    return {"sentences": len(source_ids), "identical": sum(same),
-            "agreement": sum(same) / len(source_ids),
-            "first_difference": None if row is None else {
-                "row": row, "ctranslate2": got[row, :width].tolist(),
-                "keras": expected[row].tolist()},
-            "max_log_prob_difference": max_log_prob_difference(
-                model_dir, translator.model, source_ids, expected,
-                source_vocabulary, target_vocabulary, compute_type)}
-
-
-def verify_text(model_dir: str, translator, texts,
-                compute_type: str = "default") -> dict:
-    """Greedy translations of `CTranslate2Translator` vs the Translator's.
-
-    Args:
-        model_dir: a directory written by `export_ctranslate2`.
-        translator: the `Translator` whose model was converted.
-        texts: a non-empty list of source texts (str or UTF-8 bytes).
-        compute_type: CTranslate2 compute type.
-
-    Returns:
-        A dict: text_identical (texts translated to the same string),
-        text_agreement (their share), first_text_difference (None or
-        {"row", "ctranslate2", "keras"}) and max_score_difference (over the
-        identical translations).
-    """
-    texts = list(texts)
-    got = runtime.CTranslate2Translator(model_dir, compute_type)(
-        texts, greedy=True)
-    expected = translator.translate_greedy(tf.constant(texts, tf.string))
-    strings = [s.decode("utf-8") for s in expected["translation"].numpy()]
-    same = [g == s for (g, _), s in zip(got, strings)]
-    row = same.index(False) if False in same else None
-    differences = [abs(g - float(s)) for (_, g), s, equal in zip(
-        got, expected["score"].numpy(), same) if equal]
-    return {"text_identical": sum(same),
-            "text_agreement": sum(same) / len(texts),
-            "first_text_difference": None if row is None else {
-                "row": row, "ctranslate2": got[row][0],
-                "keras": strings[row]},
-            "max_score_difference": max(differences, default=0.0)}
-
-
-def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
-                            source_vocabulary, target_vocabulary,
-                            compute_type: str = "default") -> float:
-    """Largest |log p| difference, CTranslate2 vs Keras, teacher forced.
-
-    Scores each target row (cut at its first `[END]` or padding and to
-    the positional table, then `[END]` appended, as CTranslate2's
-    `score_batch` does) with both runtimes; unlike a comparison of decoded
-    ids this is not sensitive to near-ties between tokens.
-    """
-    limit = model.config.max_length  # [START] + tokens fit the table.
-    rows = []
-    for row in np.asarray(target_ids):
-        ends = np.flatnonzero((row == special.END_ID) | (row == special.PAD_ID))
-        rows.append(row[:ends[0] if ends.size else len(row)][:limit - 1])
-    rows = [row.tolist() for row in rows]
-    width = max(len(tokens) for tokens in rows) + 1
-    decoder_inputs = np.zeros((len(rows), width), np.int32)
-    labels = np.zeros((len(rows), width), np.int32)
-    for i, tokens in enumerate(rows):
-        decoder_inputs[i, :len(tokens) + 1] = [special.START_ID] + tokens
-        labels[i, :len(tokens) + 1] = tokens + [special.END_ID]
-    logits = model({"encoder_inputs": tf.constant(source_ids, tf.int32),
-                    "decoder_inputs": tf.constant(decoder_inputs)},
-                   training=False)
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
-    keras_scores = np.take_along_axis(log_probs, labels[..., None],
-                                      axis=-1)[..., 0]
-    scored = runtime.load_translator(model_dir, compute_type).score_batch(
-        runtime.ids_to_tokens(source_ids, source_vocabulary),
-        [[target_vocabulary[t] for t in tokens] for tokens in rows],
-        max_input_length=0)
-    worst = 0.0
-    for i, result in enumerate(scored):
-        count = len(rows[i]) + 1
-        worst = max(worst, float(np.max(np.abs(
-            np.asarray(result.log_probs[:count]) - keras_scores[i, :count]))))
-    return worst

@@ -29,7 +29,6 @@ runs the directory with only numpy, onnxruntime and onnxruntime-extensions.
 """
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,12 @@ import time
 import numpy as np
 import onnx
 import tensorflow as tf
+from keras_transformer.export.onnx_graph import (  # noqa: F401
+    DIM_NAMES,
+    _compact,
+    _graphs,
+    _name_dims,
+)
 from keras_transformer.export.onnx_runtime import (
     CONFIG_FILE,
     FORMAT,
@@ -54,7 +59,6 @@ from keras_transformer.export.onnx_verify import (
     graph_summary,
     verify_onnx,
 )
-from onnx import numpy_helper
 
 from keras_transformer.text.special_tokens import (
     END_ID,
@@ -68,8 +72,6 @@ __all__ = ["convert_search", "export_onnx", "graph_summary", "verify_onnx"]
 logger = logging.getLogger(__name__)
 
 # The names of the token graphs' dims (tf2onnx leaves "unk__NNN").
-DIM_NAMES = {"source_ids": ("batch", "source_length"),
-             "target_ids": ("batch", "target_length"), "score": ("batch",)}
 MIN_OPSET, MAX_OPSET = 17, 18  # tf2onnx 1.17 writes opsets up to 18.
 
 
@@ -163,124 +165,6 @@ def _erfc(ctx, node, name, args):
         "Sub", node.output[0], name=utils.make_name(f"{name}_erfc"))
     ctx.replace_inputs(complement, [one.output[0], node.output[0]])
     return complement
-
-
-# -- graph clean-up -------------------------------------------------------
-
-def _graphs(graph, parents=()):
-    """Yields (graph, parents) for `graph` and every subgraph inside it."""
-    yield graph, parents
-    for node in graph.node:
-        for attribute in node.attribute:
-            subgraphs = list(attribute.graphs)
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                subgraphs.append(attribute.g)
-            for subgraph in subgraphs:
-                yield from _graphs(subgraph, parents + (graph,))
-
-
-def _fold_constant_shapes(main):
-    """Replaces Shape(initializer) by a constant: the weight stays once."""
-    shapes = {}
-    for graph, _ in _graphs(main):
-        for tensor in graph.initializer:
-            shapes[tensor.name] = list(tensor.dims)
-    for graph, _ in _graphs(main):
-        for node in graph.node:
-            if node.op_type != "Shape" or node.input[0] not in shapes:
-                continue
-            attributes = {a.name: a.i for a in node.attribute}
-            shape = shapes[node.input[0]]
-            value = np.array(shape, np.int64)[
-                attributes.get("start", 0):attributes.get("end", len(shape))]
-            node.op_type = "Constant"
-            del node.input[:]
-            del node.attribute[:]
-            node.attribute.append(onnx.helper.make_attribute(
-                "value", numpy_helper.from_array(value)))
-
-
-def _drop_unused_initializers(main):
-    used = set()
-    for graph, _ in _graphs(main):
-        used.update(name for node in graph.node for name in node.input)
-        used.update(output.name for output in graph.output)
-    for graph, _ in _graphs(main):
-        keep = [t for t in graph.initializer if t.name in used]
-        if len(keep) != len(graph.initializer):
-            del graph.initializer[:]
-            graph.initializer.extend(keep)
-
-
-def _deduplicate_initializers(main):
-    """Keeps one copy of equal constants, in the main graph if shared."""
-    outputs = {output.name for graph, _ in _graphs(main)
-               for output in graph.output}
-    groups = collections.defaultdict(list)
-    for graph, parents in _graphs(main):
-        for tensor in graph.initializer:
-            if tensor.name in outputs:  # Its name must stay.
-                continue
-            value = numpy_helper.to_array(tensor)
-            key = (value.dtype.str, value.shape,
-                   hashlib.sha256(value.tobytes()).hexdigest())
-            groups[key].append((len(parents), tensor.name, graph))
-    renames = {}
-    for copies in groups.values():
-        if len(copies) < 2:
-            continue
-        copies.sort(key=lambda copy: copy[0])
-        _, name, owner = copies[0]
-        if owner is not main and any(g is not owner for _, _, g in copies):
-            # Outer names are visible in every subgraph: hoist the copy.
-            main.initializer.append(_pop_initializer(owner, name))
-        for _, duplicate, graph in copies[1:]:
-            renames[duplicate] = name
-            _pop_initializer(graph, duplicate)
-    for graph, _ in _graphs(main):
-        for node in graph.node:
-            for i, name in enumerate(node.input):
-                if name in renames:
-                    node.input[i] = renames[name]
-
-
-def _pop_initializer(graph, name):
-    """Removes the initializer `name` from `graph` and returns a copy."""
-    index = [tensor.name for tensor in graph.initializer].index(name)
-    tensor = onnx.TensorProto()
-    tensor.CopyFrom(graph.initializer[index])
-    del graph.initializer[index]
-    return tensor
-
-
-def _compact(main):
-    _fold_constant_shapes(main)
-    _drop_unused_initializers(main)
-    _deduplicate_initializers(main)
-
-
-def _name_dims(main, names=None):
-    """Gives the inputs' and outputs' dims readable names (`DIM_NAMES`).
-
-    A dim name tf2onnx made up for one of them is replaced wherever it
-    occurs (inputs, outputs and value_info of every graph); a dim without
-    a name nor a size gets its readable name.
-    """
-    names = DIM_NAMES if names is None else names
-    renames = {}
-    for value in [*main.input, *main.output]:
-        for dim, name in zip(value.type.tensor_type.shape.dim,
-                             names.get(value.name, ())):
-            if dim.HasField("dim_value"):
-                continue
-            if dim.dim_param:
-                renames.setdefault(dim.dim_param, name)
-            dim.dim_param = name
-    for graph, _ in _graphs(main):
-        for value in [*graph.input, *graph.output, *graph.value_info]:
-            for dim in value.type.tensor_type.shape.dim:
-                if dim.dim_param in renames:
-                    dim.dim_param = renames[dim.dim_param]
 
 
 # -- export ---------------------------------------------------------------
