@@ -14,7 +14,7 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
     run = str(tmp_path / "run")
     argv = ["train", "--data", str(corpus_files["train"]), "--valid-data",
             str(corpus_files["validation"]), "--run", run, "--preset",
-            "tiny", "--epochs", "1", "--vocab-size", "200",
+            "tiny", "--epochs", "1", "--vocab-size", "400",
             "--batch-tokens", "2048", "--average-last", "1",
             "--set", "d_model=32", "--set", "max_length=40"]
     assert main(argv) == 0
@@ -40,11 +40,11 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
                                   capsys):
     assert main(["translate", "--run", trained_run, "--greedy",
                  "twelve", "four hundred and five"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2  # one line a text, empty translations too
     assert main(["translate", "--run", trained_run, "--greedy",
                  "--jit-compile", "twelve", "four hundred and five"]) == 0
-    assert capsys.readouterr().out.strip().splitlines() == lines
+    assert capsys.readouterr().out.splitlines() == lines
 
     assert main(["translate", "--run", trained_run, "--nbest", "3",
                  "twelve"]) == 0

@@ -505,3 +505,18 @@ def test_model_module_imports_no_tensorflow():
     assert result.stdout.strip() == "[]"
     assert result.stderr == ""  # Training is quiet.
     assert sp_model.MIN_VOCAB_SIZE == 261
+
+
+def test_survives_clearing_tensorflow_kernel_caches(protos):
+    # tf.random.set_seed clears the eager kernel caches, which own the
+    # model resources of tensorflow-text tokenizers made eagerly.
+    import keras
+
+    tokenizer = SentencePieceTokenizer(protos["source"])
+    before = tokenizer.tokenize(["hello world"]).to_list()
+    text = tokenizer.detokenize(tokenizer.tokenize(["hello world"]))
+    keras.utils.set_random_seed(3)
+    assert tokenizer.tokenize(["hello world"]).to_list() == before
+    assert tokenizer.detokenize(
+        tokenizer.tokenize(["hello world"])).numpy().tolist() == \
+        text.numpy().tolist()

@@ -79,9 +79,6 @@ class SentencePieceTokenizer(tf.Module):
         super().__init__(name=name)
         self._model_proto = bytes(model_proto)
         self._pieces = tuple(pieces)
-        self._sentencepiece = tf_text.SentencepieceTokenizer(
-            model=self._model_proto, out_type=tf.int32
-        )
         self._piece_table = tf.constant(pieces, tf.string)
         # Trace every id signature now so that a SavedModel has them all.
         for spec in _ID_SPECS:
@@ -133,7 +130,7 @@ class SentencePieceTokenizer(tf.Module):
     @tf.function(input_signature=[_STRINGS_SPEC], autograph=False)
     def tokenize(self, strings):
         """string [B] -> int32 `tf.RaggedTensor` [B, (T)]."""
-        return self._sentencepiece.tokenize(strings)
+        return self._sentencepiece().tokenize(strings)
 
     @tf.function(autograph=False)
     def detokenize(self, ids):
@@ -152,7 +149,7 @@ class SentencePieceTokenizer(tf.Module):
             tf.boolean_mask(ids.value_rowids(), keep),
             nrows=ids.nrows(),
         )
-        return self._sentencepiece.detokenize(kept)
+        return self._sentencepiece().detokenize(kept)
 
     @tf.function(autograph=False)
     def lookup(self, ids):
@@ -163,6 +160,18 @@ class SentencePieceTokenizer(tf.Module):
             )
         ids = ids.with_flat_values(self._valid_ids(ids.flat_values))
         return tf.gather(self._piece_table, ids)
+
+    def _sentencepiece(self):
+        """tensorflow-text's tokenizer, made inside the traced function.
+
+        Its model resource is then part of the function's graph. Made
+        eagerly (once, in `__init__`) it would be owned by an eager kernel,
+        and `tf.random.set_seed` (so `keras.utils.set_random_seed`) clears
+        those: the tokenizer would then fail with "Resource ...
+        SentencepieceOp ... does not exist".
+        """
+        return tf_text.SentencepieceTokenizer(model=self._model_proto,
+                                              out_type=tf.int32)
 
     def _valid_ids(self, ids):
         """Maps ids outside [0, V) to [UNK]; returns int32."""
