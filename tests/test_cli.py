@@ -18,8 +18,8 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
             "--batch-tokens", "2048", "--average-last", "1",
             "--set", "d_model=32", "--set", "max_length=40"]
     assert main(argv) == 0
-    for name in ("config.json", "tokenizer.json", "source_vocab.txt",
-                 "target_vocab.txt", "model.keras", "history.json",
+    for name in ("config.json", "tokenizer.json", "source.model",
+                 "target.model", "model.keras", "history.json",
                  "metrics.json", "samples.txt"):
         assert os.path.exists(os.path.join(run, name)), name
     assert os.listdir(os.path.join(run, "checkpoints"))
