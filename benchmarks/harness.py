@@ -116,11 +116,12 @@ def read_quality(run_dir: str | None) -> dict | None:
     """Exact match, BLEU, chrF and time from a run's metrics.json."""
     if not run_dir:
         return None
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
+    from keras_transformer import run_directory
+
+    metrics = run_directory.RunDirectory(run_dir).read_json(
+        run_directory.METRICS, default=None)
+    if metrics is None:
         return None
-    with open(path, encoding="utf-8") as file:
-        metrics = json.load(file)
     quality = {"run_dir": run_dir, "results": {}}
     quickstart = metrics.get("quickstart") or {}
     for name in ("greedy", "beam"):

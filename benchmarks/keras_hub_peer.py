@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-START_ID, END_ID = 2, 3
+from keras_transformer.text.special_tokens import END_ID, START_ID
 
 
 def build(config) -> dict:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-START_ID, END_ID = 2, 3
+from keras_transformer.text.special_tokens import END_ID, START_ID
 
 
 def concatenated_sinusoids(length: int, depth: int) -> np.ndarray:

@@ -16,19 +16,14 @@ unless its verification passed.
 
 import os
 
+from keras_transformer.run_directory import RunDirectory
+
 FORMATS = ("saved_model", "onnx", "all", "ctranslate2", "ctranslate2-int8")
-SAMPLES_FILE = "samples.txt"
 
 
 def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
     """The held-out source sentences saved with the run (samples.txt)."""
-    path = os.path.join(run_dir, SAMPLES_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"`run_dir` has no {SAMPLES_FILE} to verify exports with. "
-            f"Received: run_dir={run_dir!r}")
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f][:limit]
+    return RunDirectory(run_dir).read_samples(limit)
 
 
 def export_run(run_dir: str, out_dir: str, format: str = "all",

@@ -60,6 +60,7 @@ from keras_transformer.export.onnx_verify import (
     verify_onnx,
 )
 
+from keras_transformer.checks import check_int
 from keras_transformer.text.special_tokens import (
     END_ID,
     PAD_ID,
@@ -219,8 +220,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     """
     check_translator(translator)
     protos = [_model_proto(translator, side) for side in ("source", "target")]
-    if isinstance(opset, bool) or not isinstance(opset, int) or not (
-            MIN_OPSET <= opset <= MAX_OPSET):
+    if check_int("opset", opset, MIN_OPSET) > MAX_OPSET:
         raise ValueError(
             f"`opset` must be an int from {MIN_OPSET} to {MAX_OPSET}. "
             f"Received: opset={opset!r}")

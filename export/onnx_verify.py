@@ -43,6 +43,7 @@ from keras_transformer.export.onnx_runtime import (
 )
 from onnx import numpy_helper
 
+from keras_transformer.checks import check_int
 from keras_transformer.text.special_tokens import PAD_ID
 
 # The Translator's tf.functions that each graph is checked against.
@@ -150,11 +151,7 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
     """
     check_translator(translator)
     config = read_config(onnx_dir)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-            batch_size < 1):
-        raise ValueError(
-            "`batch_size` must be an int >= 1. "
-            f"Received: batch_size={batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     ids, texts = _verification_inputs(translator, texts, source_ids)
     saved = (tf.saved_model.load(os.fspath(saved_model_dir))
              if saved_model_dir is not None else None)

@@ -24,6 +24,7 @@ import unicodedata
 
 from num2words import num2words
 
+from keras_transformer.checks import check_int
 from keras_transformer.data.corpora import ParallelCorpus
 
 LANGUAGES = ("de", "fr")
@@ -56,12 +57,7 @@ def number_to_words(number: int, language: str) -> str:
 
 
 def _check_positive_int(value, argument: str, minimum: int = 1):
-    if isinstance(value, bool) or not isinstance(value, int) or (
-            value < minimum):
-        raise ValueError(
-            f"`{argument}` must be an int >= {minimum}. "
-            f"Received: {argument}={value!r}"
-        )
+    check_int(argument, value, minimum)
 
 
 def _rank(number: int, seed: int) -> bytes:
