@@ -23,7 +23,7 @@ a model made by `build_transformer`:
 TensorFlow nor Keras. Its verification compares greedy token ids
 (`verify_ctranslate2`), teacher-forced log-probabilities and greedy
 translations (`verify_text`) with the `Translator`'s. Requires the
-optional `ctranslate2` package (`pip install keras-transformer[bench]`).
+optional `ctranslate2` package (`pip install keras-seq2seq-transformer[bench]`).
 
 Example:
 >>> report = export_ctranslate2(translator, "exports/ct2", texts=texts)

@@ -51,6 +51,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_transformer.checks import check_texts
+
 CONFIG_FILE = "keras_transformer.json"
 FORMAT = "keras-transformer-ctranslate2"
 SOURCE_MODEL = "source.model"
@@ -66,7 +68,7 @@ def _ctranslate2():
     except ImportError as error:  # pragma: no cover - optional dependency
         raise ImportError(
             "CTranslate2 export needs the `ctranslate2` package: "
-            "pip install 'keras-transformer[bench]'") from error
+            "pip install 'keras-seq2seq-transformer[bench]'") from error
     return ctranslate2
 
 
@@ -266,7 +268,7 @@ class CTranslate2Translator:
         """Texts -> source pieces, truncated, then `[END]`."""
         return [self.source_processor.encode(text, out_type=str)[
             :self.max_source_tokens] + [self.end_token]
-            for text in _check_texts(texts)]
+            for text in check_texts(texts)]
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Target pieces -> text, stopping at the first `[END]`."""
@@ -302,18 +304,3 @@ class CTranslate2Translator:
             for row, (tokens, score) in zip(rows, found):
                 results[row] = (self.detokenize(tokens), score)
         return results[0] if single else results
-
-
-def _check_texts(texts) -> list:
-    if isinstance(texts, (str, bytes)) or not isinstance(
-            texts, (Sequence, np.ndarray)):
-        raise TypeError(
-            "`texts` must be a str (or bytes) or a sequence of them. "
-            f"Received: texts={texts!r:.80}")
-    texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
-    for text in texts:
-        if not isinstance(text, (str, bytes)):
-            raise TypeError(
-                "`texts` must hold only str (or bytes). Received: an "
-                f"element {text!r:.80} of type {type(text).__name__}")
-    return texts

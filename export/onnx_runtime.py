@@ -48,6 +48,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from keras_transformer.checks import check_texts
+
 CONFIG_FILE = "onnx_config.json"
 FORMAT = "keras-transformer-onnx"
 VERSION = 2
@@ -290,19 +292,3 @@ class OnnxTranslator:
         pairs = [(translation, float(score)) for translation, score in
                  zip(result["translation"], result["score"].tolist())]
         return pairs[0] if single else pairs
-
-
-def check_texts(texts) -> list:
-    """A list of str/bytes; TypeError for anything else."""
-    if isinstance(texts, (str, bytes)) or not isinstance(
-            texts, (Sequence, np.ndarray)):
-        raise TypeError(
-            "`texts` must be a sequence of str or bytes. "
-            f"Received: texts={texts!r:.80}")
-    texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, (str, bytes)):
-            raise TypeError(
-                "`texts` must contain only str or bytes. "
-                f"Received: texts[{i}]={text!r:.80}")
-    return texts

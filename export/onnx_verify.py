@@ -35,6 +35,7 @@ import time
 import numpy as np
 import onnx
 import tensorflow as tf
+from keras_transformer.export.onnx_graph import _graphs
 from keras_transformer.export.onnx_runtime import (
     check_texts,
     make_session,
@@ -356,7 +357,7 @@ def graph_summary(model: onnx.ModelProto | str | os.PathLike) -> dict:
         model = onnx.load(os.fspath(model))
     counts = collections.Counter()
     weights, seen, duplicate = 0, set(), 0
-    for graph in _subgraphs(model.graph):
+    for graph, _ in _graphs(model.graph):
         tensors = list(graph.initializer)
         for node in graph.node:
             counts[node.op_type] += 1
@@ -376,15 +377,3 @@ def graph_summary(model: onnx.ModelProto | str | os.PathLike) -> dict:
     return {"opset": opset, "nodes": sum(counts.values()),
             "op_types": dict(counts.most_common()),
             "weights_bytes": weights, "largest_duplicate_bytes": duplicate}
-
-
-def _subgraphs(graph):
-    """`graph` and every subgraph inside it, depth first."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            subgraphs = list(attribute.graphs)
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                subgraphs.append(attribute.g)
-            for subgraph in subgraphs:
-                yield from _subgraphs(subgraph)

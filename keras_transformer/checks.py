@@ -6,7 +6,7 @@ without TensorFlow use them too. Every message reads
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,3 +84,19 @@ def check_divisible(d_model: int, num_heads: int) -> None:
         raise ValueError(
             "`d_model` must be divisible by `num_heads`. "
             f"Received: d_model={d_model}, num_heads={num_heads}")
+
+
+def check_texts(texts) -> list:
+    """A list of str/bytes; TypeError for anything else."""
+    if isinstance(texts, (str, bytes)) or not isinstance(
+            texts, (Sequence, np.ndarray)):
+        raise TypeError(
+            "`texts` must be a sequence of str or bytes. "
+            f"Received: texts={texts!r:.80}")
+    texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(
+                "`texts` must contain only str or bytes. "
+                f"Received: texts[{i}]={text!r:.80}")
+    return texts

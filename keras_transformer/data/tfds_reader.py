@@ -20,7 +20,7 @@ def _import_tfds():
     except ImportError as error:
         raise ImportError(
             "Loading a TFDS corpus needs tensorflow-datasets. Install it "
-            "with: pip install 'keras-transformer[tfds]'"
+            "with: pip install 'keras-seq2seq-transformer[tfds]'"
         ) from error
     return tfds
 
