@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--separate-vocab", action="store_true",
                        help="one SentencePiece model per side (default: one "
                             "joint vocabulary for both sides, as the paper)")
+    train.add_argument("--vocab-sample", type=int, default=1_000_000,
+                       help="learn the vocabulary from at most this many "
+                            "sentences, a random sample of larger corpora "
+                            "(default: %(default)s)")
     train.add_argument("--subword-model", choices=("unigram", "bpe"),
                        default="unigram",
                        help="SentencePiece model type (default: "
@@ -217,7 +221,7 @@ def _cmd_train(args):
         epochs=args.epochs, steps_per_epoch=args.steps,
         batch_tokens=args.batch_tokens, vocab_size=args.vocab_size,
         joint_vocabulary=not args.separate_vocab,
-        subword_model=args.subword_model,
+        subword_model=args.subword_model, vocab_sample=args.vocab_sample,
         length_policy="truncate" if args.truncate else "drop",
         average_last=args.average_last or None,
         strategy=get_strategy(args.strategy), **_overrides(args.set))

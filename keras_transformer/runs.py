@@ -39,7 +39,8 @@ class TrainResult:
     data: dict
 
 
-def _tokenizers(run, corpus, vocab_size, joint_vocabulary, model_type):
+def _tokenizers(run, corpus, vocab_size, joint_vocabulary, model_type,
+                max_sentences):
     """Learns the SentencePiece models once; a resumed run reads them back.
     """
     if run.exists(files.TOKENIZER):
@@ -47,7 +48,8 @@ def _tokenizers(run, corpus, vocab_size, joint_vocabulary, model_type):
     start = time.perf_counter()
     source, target = learn_tokenizer_models(
         corpus.sources, corpus.targets, vocab_size=vocab_size,
-        model_type=model_type, joint=joint_vocabulary)
+        model_type=model_type, joint=joint_vocabulary,
+        max_sentences=max_sentences)
     seconds = time.perf_counter() - start
     os.makedirs(run.root, exist_ok=True)
     tokenizers = SentencePieceTokenizer(source), SentencePieceTokenizer(target)
@@ -99,7 +101,8 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
               valid_data: str | None = None, epochs: int = 10,
               steps_per_epoch: int | None = None, batch_tokens: int = 4096,
               vocab_size: int = 8000, joint_vocabulary: bool = True,
-              subword_model: str = "unigram", length_policy: str = "drop",
+              subword_model: str = "unigram",
+              vocab_sample: int = 1_000_000, length_policy: str = "drop",
               average_last: int | None = 5, strategy=None, seed: int = 0,
               verbose: int | str = "auto",
               **config_overrides) -> TrainResult:
@@ -122,6 +125,9 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
             `share_embeddings` then applies.
         subword_model: "unigram" (default) or "bpe", SentencePiece's
             model type.
+        vocab_sample: the vocabulary is learned from at most this many
+            sentences (a seeded random sample of a larger corpus; in all
+            when joint, else per side). Defaults to 1,000,000.
         length_policy: "drop" or "truncate" pairs over `max_length`.
         seed: shuffling seed.
         verbose: Keras progress-bar mode.
@@ -139,7 +145,8 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     valid = (load_corpus(valid_data, split="validation")
              if valid_data else None)
     source_tokenizer, target_tokenizer = _tokenizers(
-        run, corpus, vocab_size, joint_vocabulary, subword_model)
+        run, corpus, vocab_size, joint_vocabulary, subword_model,
+        vocab_sample)
     config = make_config(preset, source_tokenizer, target_tokenizer,
                          joint_vocabulary, **config_overrides)
     run.check_config(config)  # before any slow work; `train` claims it

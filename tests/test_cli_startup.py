@@ -163,6 +163,7 @@ def test_flags_and_defaults_are_unchanged():
             train.set) == ("small", 10, None, 4096, 8000, 5, "default", [])
     assert not (train.separate_vocab or train.truncate)
     assert train.subword_model == "unigram"
+    assert train.vocab_sample == 1_000_000
     translate = parse(["translate", "--run", "r", "a", "b"])
     assert (translate.text, translate.file, translate.beam, translate.greedy,
             translate.nbest, translate.batch_size) == (
