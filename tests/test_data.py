@@ -194,7 +194,7 @@ def test_load_tfds_bad_arguments(tfds):
 
 def test_load_tfds_without_tfds_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
-    with pytest.raises(ImportError, match=r"keras-transformer\[tfds\]"):
+    with pytest.raises(ImportError, match=r"keras-seq2seq-transformer\[tfds\]"):
         tfds_reader.load_tfds(TFDS_NAME)
 
 
