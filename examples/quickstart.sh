@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install test
-export TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/keras-transformer quickstart --run "${1:-runs/quickstart}"
