@@ -7,8 +7,7 @@ Public API:
                                          initial_cache / decode_step
     layers.*                             one Keras layer per paper component
     masks.*                              padding / causal mask helpers
-    SentencePieceTokenizer (text)        SentencePiece in TF graphs
-    SentencePieceTokenizer (text)        a SentencePiece model as a tokenizer
+    SentencePieceTokenizer (text)        a SentencePiece model in TF graphs
     load_corpus, make_dataset (data)     corpora and the tf.data pipeline
     TransformerSchedule, train (training) the paper's recipe with model.fit
     greedy_search, beam_search           cached search over a step function
@@ -24,11 +23,9 @@ H heads, K head size, F d_ff, V vocabulary.
 Every name above is imported on first use (PEP 562), so
 `import keras_transformer` imports neither TensorFlow nor Keras. The Keras
 classes (layers, model, schedule, losses) are registered for
-`keras.models.load_model` when their module is imported: at
-`import keras_transformer` if Keras or TensorFlow is already imported
-(then it costs little), otherwise on first use of any of them; to load a
-`.keras` file first, `import keras` before `keras_transformer`, or import
-`keras_transformer.model`.
+`keras.models.load_model` at `import keras_transformer` if Keras or
+TensorFlow is already imported, otherwise right after either is first
+imported (an import hook), so a `.keras` file loads in any import order.
 """
 
 import importlib
