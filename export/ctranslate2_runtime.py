@@ -45,6 +45,7 @@ The token-level helpers (`load_translator`, `translate_ids`,
 for the export's verification and the benchmarks.
 """
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_transformer.checks import check_texts
+from keras_transformer.inference import DEFAULT_LENGTH_PENALTY
 
 CONFIG_FILE = "keras_transformer.json"
 FORMAT = "keras-transformer-ctranslate2"
@@ -62,24 +64,22 @@ TARGET_MODEL = "target.model"
 _LP_OFFSET, _LP_DIVISOR = 5.0, 6.0
 
 
-def _ctranslate2():
+def _optional(module: str, purpose: str):
+    """Imports an optional package, or says how to install it."""
     try:
-        import ctranslate2
+        return importlib.import_module(module)
     except ImportError as error:  # pragma: no cover - optional dependency
         raise ImportError(
-            "CTranslate2 export needs the `ctranslate2` package: "
-            "pip install 'keras-seq2seq-transformer[bench]'") from error
-    return ctranslate2
+            f"{purpose} needs the `{module}` package: pip install "
+            "'keras-seq2seq-transformer[bench]'") from error
+
+
+def _ctranslate2():
+    return _optional("ctranslate2", "CTranslate2 export")
 
 
 def _sentencepiece():
-    try:
-        import sentencepiece
-    except ImportError as error:  # pragma: no cover - optional dependency
-        raise ImportError(
-            "CTranslate2Translator needs the `sentencepiece` package: "
-            "pip install sentencepiece") from error
-    return sentencepiece
+    return _optional("sentencepiece", "CTranslate2Translator")
 
 
 def ids_to_tokens(ids, vocabulary, pad_id: int = 0) -> list[list[str]]:
@@ -173,7 +173,8 @@ def search_tokens(ct2_translator, sources, max_decoding_length: int,
 
 def translate_ids(ct2_translator, source_ids, source_vocabulary,
                   target_vocabulary, max_length: int, beam_size: int = 1,
-                  pad_id: int = 0, length_penalty: float = 0.6,
+                  pad_id: int = 0,
+                  length_penalty: float = DEFAULT_LENGTH_PENALTY,
                   end_token: str = "[END]") -> np.ndarray:
     """Decodes id batches with CTranslate2 as the Translator does.
 

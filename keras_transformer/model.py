@@ -154,11 +154,6 @@ class Transformer(keras.Model):
 
     # -- inference ---------------------------------------------------------
 
-    @property
-    def max_length(self) -> int:
-        """The longest sequence the positional encoding covers."""
-        return self.config.max_length
-
     def encode(self, source_ids):
         """Runs the encoder once (inference mode).
 

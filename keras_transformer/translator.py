@@ -224,8 +224,9 @@ class Translator(tf.Module):
                     input_signature=[_IDS])
             return searches[beam_size](source_ids)
         # XLA needs the output length at trace time: the paper's rule,
-        # computed here on the host, so the result is the same as above.
-        source_ids = self._checked_ids(source_ids)
+        # computed here on the host (ids checked above, truncated as in
+        # `_checked_ids`), so the result is the same as above.
+        source_ids = source_ids[:, :self.source_limit + 1]
         max_length = int(self._max_output_length(source_ids))
         key = ("xla", beam_size)
         if key not in searches:
