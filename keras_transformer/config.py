@@ -11,6 +11,9 @@ import json
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu")
+# What a run is for: it picks the metrics (BLEU/chrF or ROUGE) and the
+# default search settings (`inference.SearchSettings.for_config`).
+TASKS = ("translation", "summarization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,14 @@ class TransformerConfig:
         warmup_steps: int, warm-up of the learning-rate schedule (eq. 3).
         max_length: int, the longest sequence (source or target, special
             tokens included) the positional encoding covers. Defaults to 256.
+        max_source_length: int or None, the longest source (with [END])
+            trained on and read at inference (longer ones are truncated or
+            dropped); None means `max_length`. At most `max_length`.
+        max_target_length: int or None, the longest target (with [START]
+            or [END]) trained on and generated; None means `max_length`.
+            At most `max_length`.
+        task: str, "translation" (the default) or "summarization": the
+            metrics a run reports and its default search settings.
         share_embeddings: bool, one embedding matrix for source and target
             (section 3.4); needs equal vocabulary sizes. Defaults to True.
         tie_output_projection: bool, use the target embedding matrix as the
@@ -64,12 +75,20 @@ class TransformerConfig:
     norm_first: bool = False
     activation: str = "relu"
     layer_norm_epsilon: float = 1e-6
+    max_source_length: int | None = None
+    max_target_length: int | None = None
+    task: str = "translation"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            expected = {"int": int, "float": float, "bool": bool,
-                        "str": str}[field.type.__name__]
+            if field.type == int | None:
+                if value is None:
+                    continue
+                expected = int
+            else:
+                expected = {"int": int, "float": float, "bool": bool,
+                            "str": str}[field.type.__name__]
             if expected is float and isinstance(value, int) and not (
                 isinstance(value, bool)
             ):
@@ -113,6 +132,15 @@ class TransformerConfig:
                 "`max_length` must be at least 2. "
                 f"Received: max_length={self.max_length}"
             )
+        for name in ("max_source_length", "max_target_length"):
+            value = getattr(self, name)
+            if value is not None and not 2 <= value <= self.max_length:
+                raise ValueError(
+                    f"`{name}` must be in [2, max_length={self.max_length}]"
+                    f" or None. Received: {name}={value}")
+        if self.task not in TASKS:
+            raise ValueError(
+                f"`task` must be one of {TASKS}. Received: task={self.task!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"`activation` must be one of {ACTIVATIONS}. "
@@ -132,6 +160,17 @@ class TransformerConfig:
                 f"Received: source_vocab_size={self.source_vocab_size}, "
                 f"target_vocab_size={self.target_vocab_size}"
             )
+
+    @property
+    def source_length(self) -> int:
+        """The longest source, [END] included (`max_source_length`)."""
+        return self.max_source_length or self.max_length
+
+    @property
+    def target_length(self) -> int:
+        """The longest target, [START]/[END] included (`max_target_length`).
+        """
+        return self.max_target_length or self.max_length
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "TransformerConfig":
@@ -168,7 +207,8 @@ class TransformerConfig:
 
 
 # "base" and "big" are the rows of the paper's Table 3; "tiny" and "small"
-# train in seconds to minutes on a laptop CPU.
+# train in seconds to minutes on a laptop CPU; "summarization" is "small"
+# with long sources.
 PRESETS: dict[str, TransformerConfig] = {
     "tiny": TransformerConfig(
         source_vocab_size=8000, target_vocab_size=8000, num_layers=2,
@@ -179,6 +219,14 @@ PRESETS: dict[str, TransformerConfig] = {
         source_vocab_size=8000, target_vocab_size=8000, num_layers=3,
         d_model=256, num_heads=4, d_ff=1024, warmup_steps=1000,
         max_length=256, share_embeddings=False,
+    ),
+    # "small" for documents: sources up to 1,024 tokens, summaries up to
+    # 128, one shared vocabulary (source and target are one language).
+    "summarization": TransformerConfig(
+        source_vocab_size=8000, target_vocab_size=8000, num_layers=3,
+        d_model=256, num_heads=4, d_ff=1024, warmup_steps=1000,
+        max_length=1024, max_source_length=1024, max_target_length=128,
+        task="summarization",
     ),
     "base": TransformerConfig(),
     "big": TransformerConfig(

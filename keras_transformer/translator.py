@@ -25,8 +25,10 @@ class Translator(tf.Module):
         model: a `Transformer` (trained).
         source_tokenizer: the source side's tokenizer.
         target_tokenizer: the target side's tokenizer.
-        settings: `SearchSettings` (beam size, length penalty, extra
-            length, truncation). Defaults to the paper's (§6.1).
+        settings: `SearchSettings` (beam size, length penalty, output
+            length, truncation, minimum length, n-gram blocking). Defaults
+            to those of the model's task (`SearchSettings.for_config`):
+            the paper's (§6.1) for translation.
         jit_compile: bool, run the Python-level greedy searches
             (`__call__` and `search_tokens` with beam size 1) as one
             XLA-compiled program per input shape: encoder, cache set-up
@@ -54,7 +56,8 @@ class Translator(tf.Module):
                 "`model` must be a keras_transformer Transformer (from "
                 f"build_transformer or a .keras file). Received: "
                 f"model={model!r:.80}")
-        settings = SearchSettings() if settings is None else settings
+        if settings is None:
+            settings = SearchSettings.for_config(model.config)
         if not isinstance(settings, SearchSettings):
             raise TypeError(
                 "`settings` must be a SearchSettings. "
@@ -67,9 +70,12 @@ class Translator(tf.Module):
         self.settings = settings
         self.jit_compile = jit_compile
         self.max_length = model.config.max_length
+        # The most tokens generated, [END] included (the model's target
+        # length: its cache and what it was trained on).
+        self.target_limit = model.config.target_length
         self.source_vocab_size = model.config.source_vocab_size
         # Tokens kept of a source before [END] (the truncation rule).
-        self.source_limit = settings.source_limit(self.max_length)
+        self.source_limit = settings.source_limit(model.config.source_length)
 
     @property
     def beam_size(self) -> int:
@@ -96,13 +102,15 @@ class Translator(tf.Module):
             return self.model.decode_step(ids, index, cache, context)
 
         start = tf.fill([tf.shape(source_ids)[0]], START_ID)
+        rules = {"min_length": self.settings.min_length,
+                 "no_repeat_ngram_size": self.settings.no_repeat_ngram_size}
         if beam_size == 1:
             ids, scores = decoding.greedy_search(step_fn, start, cache,
-                                                 max_length)
+                                                 max_length, **rules)
             return ids[:, None], scores[:, None]
         return decoding.beam_search(
             step_fn, start, cache, max_length, beam_size=beam_size,
-            length_penalty=self.settings.length_penalty)
+            length_penalty=self.settings.length_penalty, **rules)
 
     def _checked_ids(self, source_ids):
         """Truncated int32 ids; ids outside [0, V) are an error.
@@ -136,10 +144,14 @@ class Translator(tf.Module):
         return source_ids + zero
 
     def _max_output_length(self, source_ids):
-        """The paper's maximum output length for (truncated) source ids."""
+        """The maximum output length for (truncated) source ids: the
+        absolute `max_output_tokens`, else the paper's source + extra."""
+        absolute = self.settings.output_limit(self.target_limit)
+        if absolute is not None:
+            return tf.constant(absolute, tf.int32)
         lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.int32), 1)
         return decoding.max_output_length(
-            lengths, self.settings.extra_length, limit=self.max_length)
+            lengths, self.settings.extra_length, limit=self.target_limit)
 
     def _best(self, source_ids, beam_size):
         ids, scores = self._search(source_ids, beam_size)

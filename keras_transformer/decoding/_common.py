@@ -207,6 +207,104 @@ def write_column(
     return tf.where(column, values[..., tf.newaxis], buffer)
 
 
+def check_constraints(min_length: Any, no_repeat_ngram_size: Any
+                      ) -> tuple[int, int]:
+    """Checks `min_length` and `no_repeat_ngram_size`: python ints >= 0."""
+    return (check_int("min_length", min_length, 0),
+            check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0))
+
+
+def constrain(
+    log_probs: tf.Tensor,
+    sequences: tf.Tensor,
+    index: tf.Tensor,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
+    end_id: int = END_ID,
+) -> tf.Tensor:
+    """Sets the log-probabilities of forbidden next tokens to -inf.
+
+    Two rules, applied to the token chosen at output position `index` (the
+    number of tokens generated so far):
+
+    - `min_length` m: `end_id` is forbidden while fewer than m tokens have
+      been generated, so an output has at least m tokens before `end_id`
+      (when the maximum length allows it).
+    - `no_repeat_ngram_size` n: a token is forbidden if, appended to the
+      generated tokens, it would repeat an n-gram already in them (the
+      start token is not counted; it never repeats).
+
+    With both 0 (the translation default) no operation is added to the
+    graph. The allowed tokens keep the model's log-probabilities (no
+    renormalization), so scores stay those of the model.
+
+    Args:
+        log_probs: float32 [N, V], one row per hypothesis.
+        sequences: int32 [N, L], the generated tokens; columns from `index`
+            on are ignored.
+        index: int32 scalar tensor, the position being generated.
+        min_length: int >= 0.
+        no_repeat_ngram_size: int >= 0; 0 disables the rule.
+        end_id: int, the token that ends a sequence.
+
+    Returns:
+        float32 [N, V].
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> log_probs = tf.zeros([1, 5])
+    >>> seq = tf.constant([[4, 1, 4, 0]])
+    >>> out = constrain(log_probs, seq, tf.constant(3), no_repeat_ngram_size=2)
+    >>> out.numpy().tolist()  # 4 then 1 was seen: 1 is forbidden after 4
+    [[0.0, -inf, 0.0, 0.0, 0.0]]
+    """
+    vocab_size = tf.shape(log_probs)[-1]
+    if min_length > 0:
+        is_end = tf.equal(tf.range(vocab_size), end_id)  # [V]
+        log_probs = tf.where(
+            tf.logical_and(index < min_length, is_end), NEG_INF, log_probs)
+    if no_repeat_ngram_size > 0:
+        banned = _repeated_ngram_tokens(sequences, index,
+                                        no_repeat_ngram_size, vocab_size)
+        log_probs = tf.where(banned, NEG_INF, log_probs)
+    return log_probs
+
+
+def _repeated_ngram_tokens(sequences, index, n, vocab_size):
+    """bool [N, V]: tokens that would complete an n-gram seen before.
+
+    The last n - 1 generated tokens are compared with every earlier window
+    of n - 1 tokens; the token after each matching window is banned. Bans
+    are written with one scatter into a [N, V + 1] table whose extra
+    column takes the non-matching windows, so every update is the same
+    value and duplicates are harmless (ONNX ScatterND included).
+    """
+    rows = tf.shape(sequences)[0]
+    length = tf.shape(sequences)[1]
+    context = n - 1
+    # The last n - 1 tokens; clamped positions only occur when index < n,
+    # where no window is valid anyway.
+    last = tf.gather(sequences, tf.maximum(
+        index - context + tf.range(context), 0), axis=1)  # [N, n - 1]
+    padded = tf.pad(sequences, [[0, 0], [0, n]], constant_values=-1)
+    match = tf.ones([rows, length], tf.bool)
+    for offset in range(context):
+        match = tf.logical_and(match, tf.equal(
+            padded[:, offset:offset + length], last[:, offset:offset + 1]))
+    # A window starting at j is complete (its next token generated) when
+    # j + n - 1 < index.
+    match = tf.logical_and(match, tf.range(length)[tf.newaxis] <= index - n)
+    following = padded[:, context:context + length]  # [N, L]
+    columns = tf.where(match, following, vocab_size)
+    row_ids = tf.broadcast_to(tf.range(rows)[:, tf.newaxis], [rows, length])
+    indices = tf.reshape(tf.stack([row_ids, columns], axis=-1), [-1, 2])
+    table = tf.tensor_scatter_nd_update(
+        tf.zeros([rows, vocab_size + 1], tf.bool), indices,
+        tf.ones([rows * length], tf.bool))
+    return table[:, :vocab_size]
+
+
 def gnmt_length_penalty(length: Any, alpha: float) -> tf.Tensor:
     """Returns lp(length) = ((5 + length) / 6) ** alpha as float32.
 

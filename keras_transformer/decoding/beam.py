@@ -24,6 +24,8 @@ def beam_search(
     length_penalty: float = DEFAULT_LENGTH_PENALTY,
     end_id: int = END_ID,
     pad_id: int = PAD_ID,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes a batch with beam search and returns the n-best lists.
 
@@ -63,6 +65,10 @@ def beam_search(
             plain log-probability. Defaults to 0.6, as in the paper.
         end_id: int, the token that ends a sequence. Defaults to `END_ID`.
         pad_id: int, the token written after the end. Defaults to `PAD_ID`.
+        min_length: int >= 0, no hypothesis ends before this many tokens
+            (see `constrain`). Defaults to 0.
+        no_repeat_ngram_size: int >= 0, no hypothesis repeats an n-gram
+            of this size; 0 disables it. Defaults to 0.
 
     Returns:
         A pair `(ids, scores)`: `ids` int32 [B, K, L], each row's
@@ -95,6 +101,8 @@ def beam_search(
     beam_size = _common.check_int("beam_size", beam_size, 1)
     alpha = _common.check_length_penalty(length_penalty)
     end_id, pad_id = _common.check_token_ids(end_id, pad_id)
+    min_length, no_repeat = _common.check_constraints(min_length,
+                                                      no_repeat_ngram_size)
     initial_cache = _common.check_cache(initial_cache, initial_ids)
     batch_size = tf.shape(initial_ids)[0]
     k = beam_size
@@ -119,9 +127,12 @@ def beam_search(
         logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
         _check_vocab_size(logits)
         vocab_size = tf.shape(logits)[-1]
-        log_probs = tf.reshape(
-            tf.nn.log_softmax(logits), [batch_size, k, vocab_size]
-        )
+        log_probs = tf.nn.log_softmax(logits)  # [B * K, V]
+        if min_length or no_repeat:
+            log_probs = _common.constrain(
+                log_probs, tf.reshape(alive_seq, [batch_size * k, -1]),
+                index, min_length, no_repeat, end_id)
+        log_probs = tf.reshape(log_probs, [batch_size, k, vocab_size])
         # Extensions of every alive hypothesis by every token: [B, K * V].
         candidates = tf.reshape(
             alive_log_probs[:, :, tf.newaxis] + log_probs,

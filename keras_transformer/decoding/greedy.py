@@ -15,6 +15,8 @@ def greedy_search(
     max_length: int | tf.Tensor,
     end_id: int = END_ID,
     pad_id: int = PAD_ID,
+    min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Decodes a batch by taking the most probable token at every step.
 
@@ -39,6 +41,10 @@ def greedy_search(
             generated tokens L (see `max_output_length`).
         end_id: int, the token that ends a sequence. Defaults to `END_ID`.
         pad_id: int, the token written after the end. Defaults to `PAD_ID`.
+        min_length: int >= 0, `end_id` is not chosen before this many
+            tokens (see `constrain`). Defaults to 0.
+        no_repeat_ngram_size: int >= 0, no n-gram of this size is
+            generated twice; 0 disables it. Defaults to 0.
 
     Returns:
         A pair `(ids, scores)`: `ids` int32 [B, L], the generated tokens
@@ -63,6 +69,8 @@ def greedy_search(
     initial_ids = _common.check_initial_ids(initial_ids)
     max_length = _common.check_max_length(max_length)
     end_id, pad_id = _common.check_token_ids(end_id, pad_id)
+    min_length, no_repeat = _common.check_constraints(min_length,
+                                                      no_repeat_ngram_size)
     initial_cache = _common.check_cache(initial_cache, initial_ids)
     batch_size = tf.shape(initial_ids)[0]
 
@@ -74,7 +82,9 @@ def greedy_search(
 
     def body(index, ids, cache, output, scores, finished):
         logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
-        log_probs = tf.nn.log_softmax(logits)  # [B, V]
+        log_probs = _common.constrain(
+            tf.nn.log_softmax(logits), output, index, min_length, no_repeat,
+            end_id)  # [B, V]
         next_ids = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
         next_log_probs = tf.gather(log_probs, next_ids, batch_dims=1)  # [B]
         next_ids = tf.where(finished, pad_id, next_ids)
