@@ -27,7 +27,8 @@ def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
 
 
 def export_run(run_dir: str, out_dir: str, format: str = "all",
-               texts: list[str] | None = None) -> dict:
+               texts: list[str] | None = None,
+               settings=None) -> dict:
     """Exports and verifies a run; returns {"saved_model": ..., "onnx": ...}.
 
     Args:
@@ -37,13 +38,15 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
             "ctranslate2-int8" (needs the `bench` extra's ctranslate2).
         texts: source sentences to verify with; defaults to the run's
             samples.txt (held-out sentences, >= 50 when available).
+        settings: `SearchSettings` the exports run with; defaults to
+            those of the run's task (`SearchSettings.for_config`).
     """
     if format not in FORMATS:
         raise ValueError(
             f"`format` must be one of {FORMATS}. Received: format={format!r}")
     from keras_transformer.runs import load_translator
 
-    translator = load_translator(run_dir)
+    translator = load_translator(run_dir, settings=settings)
     texts = list(texts) if texts is not None else verification_texts(run_dir)
     report = {}
     saved_model_dir = None

@@ -3,6 +3,7 @@
     keras-transformer quickstart [--run DIR]
     keras-transformer train --data SPEC --run DIR [--preset small ...]
     keras-transformer translate --run DIR [TEXT ...] [--file F] [--beam N]
+    keras-transformer summarize --run DIR [TEXT ...] [--file F] [--beam N]
     keras-transformer evaluate --run DIR --data SPEC
     keras-transformer export --run DIR --format saved_model|onnx|all|
         ctranslate2[-int8] --out DIR
@@ -24,8 +25,47 @@ import os
 import sys
 
 DATA_HELP = ("bundled[:de|fr] (English number phrases, no download), "
-             "tfds:NAME, a .tsv file, or SOURCE,TARGET aligned plain-text "
-             "files")
+             "bundled:debian (Debian package descriptions to their synopsis, "
+             "a summarization corpus), tfds:NAME, a .tsv file, a .jsonl file "
+             "(with --source-field and --target-field), or SOURCE,TARGET "
+             "aligned plain-text files")
+
+
+def _add_fields(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-field", default=None,
+                        help="the source's field of a .jsonl corpus (or "
+                             "feature of a tfds dataset)")
+    parser.add_argument("--target-field", default=None,
+                        help="the target's field of a .jsonl corpus (or "
+                             "feature of a tfds dataset)")
+
+
+def _add_search(parser: argparse.ArgumentParser) -> None:
+    """Search settings; each defaults to the run's task default."""
+    group = parser.add_argument_group(
+        "search", "defaults: the run's task (translation: the paper's beam "
+                  "4, length penalty 0.6, source + 50 tokens; "
+                  "summarization: also trigram blocking and the model's "
+                  "target length as the output limit)")
+    beam = group.add_mutually_exclusive_group()
+    beam.add_argument("--beam", type=int, default=None,
+                      help="beam size (default: the run's, 4)")
+    beam.add_argument("--greedy", action="store_true",
+                      help="greedy search (beam size 1)")
+    group.add_argument("--length-penalty", type=float, default=None,
+                       help="GNMT length penalty alpha (0: none)")
+    group.add_argument("--min-length", type=int, default=None,
+                       help="no output ends before this many tokens")
+    group.add_argument("--no-repeat-ngram", type=int, default=None,
+                       metavar="N",
+                       help="no n-gram of N tokens appears twice in an "
+                            "output (0: off)")
+    group.add_argument("--max-output-tokens", type=int, default=None,
+                       help="an absolute output limit in tokens, instead of "
+                            "source length + --extra-length")
+    group.add_argument("--extra-length", type=int, default=None,
+                       help="outputs may be this many tokens longer than "
+                            "their source (when no --max-output-tokens)")
 
 
 def _add_verbose(parser: argparse.ArgumentParser, subcommand: bool) -> None:
@@ -45,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         An `argparse.ArgumentParser` with one subparser per command.
     """
-    from keras_transformer.config import PRESETS  # Pure Python.
+    from keras_transformer.config import PRESETS, TASKS  # Pure Python.
 
     parser = argparse.ArgumentParser(
         prog="keras-transformer",
@@ -85,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", required=True,
                        help="the run directory (the same command again "
                             "resumes it)")
-    train.add_argument("--preset", default="small", choices=tuple(PRESETS),
-                       help="model size (default: %(default)s)")
+    train.add_argument("--preset", default=None, choices=tuple(PRESETS),
+                       help="model size (default: small, or summarization "
+                            "with --task summarization)")
+    train.add_argument("--task", default=None, choices=TASKS,
+                       help="what the run is for: its metrics (BLEU/chrF or "
+                            "ROUGE), length limits and search defaults "
+                            "(default: the preset's, translation but for "
+                            "the summarization preset)")
     train.add_argument("--epochs", type=int, default=10,
                        help="training epochs (default: %(default)s)")
     train.add_argument("--steps", type=int, default=None,
@@ -108,8 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                        default="unigram",
                        help="SentencePiece model type (default: "
                             "%(default)s)")
-    train.add_argument("--truncate", action="store_true",
-                       help="truncate pairs over max_length (default: drop)")
+    train.add_argument("--length-policy", choices=("drop", "truncate"),
+                       default=None,
+                       help="pairs longer than the model's source or "
+                            "target length are dropped or truncated, and "
+                            "counted (default: drop for translation, "
+                            "truncate for summarization)")
+    _add_fields(train)
     train.add_argument("--average-last", type=int, default=5,
                        help="average the newest N checkpoints into the "
                             "final model; 0 keeps the last weights "
@@ -124,34 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a TransformerConfig field (JSON "
                             "value; repeatable)")
 
-    translate = command("translate", "translate text")
-    translate.add_argument("--run", required=True,
-                           help="a trained run directory")
-    translate.add_argument("text", nargs="*",
-                           help="texts (default: --file or stdin)")
-    translate.add_argument("--file", default=None,
-                           help="one text a line ('-' for stdin)")
-    search = translate.add_mutually_exclusive_group()
-    search.add_argument("--beam", type=int, default=None,
-                        help="beam size (default: the translator's, 4)")
-    search.add_argument("--greedy", action="store_true",
-                        help="greedy search (beam size 1)")
-    translate.add_argument("--nbest", type=int, default=1,
-                           help="print the N best translations of each "
-                                "text, with rank and score (default: "
-                                "%(default)s)")
-    translate.add_argument("--batch-size", type=int, default=64,
-                           help="texts translated at once (default: "
-                                "%(default)s)")
-    translate.add_argument(
-        "--jit-compile", action="store_true",
-        help="XLA-compile each search (faster on repeated shapes; every "
-             "new batch shape compiles once)")
-    translate.add_argument("--plot-attention", default=None,
-                           metavar="OUT.png",
-                           help="cross-attention heatmap of the first text")
+    for verb, text in (("translate", "translate text"),
+                       ("summarize", "summarize text")):
+        use = command(verb, text,
+                      f"{text[0].upper()}{text[1:]} with a trained run. "
+                      "translate and summarize are one command under two "
+                      "names: the run's task sets the search defaults.")
+        use.add_argument("--run", required=True,
+                         help="a trained run directory")
+        use.add_argument("text", nargs="*",
+                         help="texts (default: --file or stdin)")
+        use.add_argument("--file", default=None,
+                         help="one text a line ('-' for stdin)")
+        _add_search(use)
+        use.add_argument("--nbest", type=int, default=1,
+                         help="print the N best outputs of each text, with "
+                              "rank and score (default: %(default)s)")
+        use.add_argument("--batch-size", type=int, default=64,
+                         help="texts processed at once (default: "
+                              "%(default)s)")
+        use.add_argument(
+            "--jit-compile", action="store_true",
+            help="XLA-compile each search (faster on repeated shapes; every "
+                 "new batch shape compiles once)")
+        use.add_argument("--plot-attention", default=None,
+                         metavar="OUT.png",
+                         help="cross-attention heatmap of the first text")
 
-    evaluate = command("evaluate", "BLEU, chrF, exact match")
+    evaluate = command("evaluate", "BLEU, chrF, exact match; or ROUGE",
+                       "Score a trained run on a held-out corpus: BLEU, "
+                       "chrF and exact match for translation, ROUGE-1/2/L "
+                       "and summary lengths for summarization.")
     evaluate.add_argument("--run", required=True,
                           help="a trained run directory")
     evaluate.add_argument("--data", required=True,
@@ -159,10 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test",
                           help="split of bundled and tfds data (default: "
                                "%(default)s)")
-    evaluate.add_argument("--greedy", action="store_true",
-                          help="greedy search (beam size 1)")
-    evaluate.add_argument("--beam", type=int, default=None,
-                          help="beam size (default: the translator's, 4)")
+    _add_fields(evaluate)
+    _add_search(evaluate)
     evaluate.add_argument("--jit-compile", action="store_true",
                           help="XLA-compile each search")
 
@@ -177,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "%(default)s)")
     export.add_argument("--out", required=True,
                         help="the output directory")
+    _add_search(export)
 
     bench = command("bench", "speed benchmarks")
     bench.add_argument("--quick", action="store_true",
@@ -222,18 +275,38 @@ def _cmd_train(args):
         batch_tokens=args.batch_tokens, vocab_size=args.vocab_size,
         joint_vocabulary=not args.separate_vocab,
         subword_model=args.subword_model, vocab_sample=args.vocab_sample,
-        length_policy="truncate" if args.truncate else "drop",
+        length_policy=args.length_policy,
         average_last=args.average_last or None,
-        strategy=get_strategy(args.strategy), **_overrides(args.set))
+        strategy=get_strategy(args.strategy),
+        source_field=args.source_field, target_field=args.target_field,
+        **_task(args), **_overrides(args.set))
     print(f"data: {result.data['read']}; {result.data['length']}")
     print(f"trained run written to {result.run_dir}")
 
 
+def _task(args):
+    return {} if args.task is None else {"task": args.task}
+
+
+def _settings(args):
+    """The run's task defaults with the search flags given."""
+    from keras_transformer.runs import search_settings
+    flags = {"beam_size": 1 if args.greedy else args.beam,
+             "length_penalty": args.length_penalty,
+             "min_length": args.min_length,
+             "no_repeat_ngram_size": args.no_repeat_ngram,
+             "max_output_tokens": args.max_output_tokens,
+             "extra_length": args.extra_length}
+    return search_settings(args.run, **{
+        key: value for key, value in flags.items() if value is not None})
+
+
 def _cmd_translate(args):
     from keras_transformer.runs import load_translator
-    translator = load_translator(args.run, jit_compile=args.jit_compile)
+    translator = load_translator(args.run, settings=_settings(args),
+                                 jit_compile=args.jit_compile)
     texts = _read_texts(args)
-    beam = 1 if args.greedy else args.beam
+    beam = None
     nbest = args.nbest
     progress = None
     if args.file and len(texts) > args.batch_size:
@@ -262,16 +335,27 @@ def _cmd_translate(args):
 
 def _cmd_evaluate(args):
     from keras_transformer.runs import evaluate_run
-    beam = 1 if args.greedy else args.beam
     metrics = evaluate_run(args.run, args.data, split=args.split,
-                           beam_size=beam, jit_compile=args.jit_compile)
+                           settings=_settings(args),
+                           jit_compile=args.jit_compile,
+                           source_field=args.source_field,
+                           target_field=args.target_field)
     _print_metrics(metrics)
 
 
 def _print_metrics(metrics):
-    print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  "
-          f"exact match {100 * metrics['exact_match']:.1f}% "
-          f"({metrics['sentences']} sentences, beam {metrics['beam_size']})")
+    if metrics.get("task") == "summarization":
+        print(f"ROUGE-1 {metrics['rouge1']:.2f}  ROUGE-2 "
+              f"{metrics['rouge2']:.2f}  ROUGE-L {metrics['rougeL']:.2f}  "
+              f"words {metrics['summary_words']:.1f} (references "
+              f"{metrics['reference_words']:.1f})  "
+              f"({metrics['sentences']} documents, beam "
+              f"{metrics['beam_size']})")
+    else:
+        print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  "
+              f"exact match {100 * metrics['exact_match']:.1f}% "
+              f"({metrics['sentences']} sentences, beam "
+              f"{metrics['beam_size']})")
     for source, hypothesis, reference in metrics["examples"]:
         mark = "=" if hypothesis == reference else "≠"
         print(f"  {source}\n    -> {hypothesis}  {mark}  {reference}")
@@ -279,7 +363,8 @@ def _print_metrics(metrics):
 
 def _cmd_export(args):
     from keras_transformer.export import export_run
-    report = export_run(args.run, args.out, args.format)
+    report = export_run(args.run, args.out, args.format,
+                        settings=_settings(args))
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
@@ -295,6 +380,7 @@ def _cmd_bench(args):
 
 
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
+            "summarize": _cmd_translate,
             "evaluate": _cmd_evaluate, "export": _cmd_export,
             "quickstart": _cmd_quickstart, "bench": _cmd_bench}
 

@@ -16,7 +16,10 @@ import keras
 from keras_transformer import run_directory as files
 from keras_transformer.config import TransformerConfig
 from keras_transformer.data import encode_pairs, load_corpus, make_dataset
-from keras_transformer.evaluation import evaluate_translations
+from keras_transformer.evaluation import (
+    evaluate_summaries,
+    evaluate_translations,
+)
 from keras_transformer.inference import SearchSettings
 from keras_transformer.run_directory import RunDirectory
 from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
@@ -97,14 +100,22 @@ def _check_overrides(preset, overrides) -> TransformerConfig:
     return base
 
 
-def train_run(data: str, run_dir: str, *, preset: str = "small",
+def default_preset(task: str | None) -> str:
+    """The preset a task trains with unless one is named."""
+    return "summarization" if task == "summarization" else "small"
+
+
+def train_run(data: str, run_dir: str, *, preset: str | None = None,
               valid_data: str | None = None, epochs: int = 10,
               steps_per_epoch: int | None = None, batch_tokens: int = 4096,
               vocab_size: int = 8000, joint_vocabulary: bool = True,
               subword_model: str = "unigram",
-              vocab_sample: int = 1_000_000, length_policy: str = "drop",
+              vocab_sample: int = 1_000_000,
+              length_policy: str | None = None,
               average_last: int | None = 5, strategy=None, seed: int = 0,
               verbose: int | str = "auto",
+              source_field: str | None = None,
+              target_field: str | None = None,
               **config_overrides) -> TrainResult:
     """Trains a translator from a corpus specification into `run_dir`.
 
@@ -112,7 +123,11 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         data: corpus specification of `data.load_corpus` ("bundled",
             "bundled:fr", "tfds:NAME", a TSV path, "SRC,TGT" paths).
         run_dir: the run directory; the same call again resumes it.
-        preset: "tiny", "small", "base" or "big".
+        preset: "tiny", "small", "summarization", "base" or "big";
+            defaults to "small", or "summarization" when the override
+            `task="summarization"` is given. The task (a config field,
+            "translation" or "summarization") comes from the preset unless
+            overridden.
         valid_data: validation corpus; defaults to the "validation" split
             of bundled/TFDS data and to none for files.
         epochs, steps_per_epoch, average_last, strategy: as in
@@ -128,21 +143,29 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
         vocab_sample: the vocabulary is learned from at most this many
             sentences (a seeded random sample of a larger corpus; in all
             when joint, else per side). Defaults to 1,000,000.
-        length_policy: "drop" or "truncate" pairs over `max_length`.
+        length_policy: "drop" or "truncate" pairs over the config's source
+            or target length; defaults to "drop" for translation and to
+            "truncate" for summarization (long documents keep their
+            beginning; the counts are in metrics.json under "data").
         seed: shuffling seed.
         verbose: Keras progress-bar mode.
+        source_field, target_field: the JSON fields of a .jsonl corpus
+            (or the features of a TFDS dataset).
         **config_overrides: TransformerConfig fields to override.
 
     Returns:
         A `TrainResult`.
     """
+    if preset is None:
+        preset = default_preset(config_overrides.get("task"))
     _check_overrides(preset, config_overrides)  # before any slow work
     run = RunDirectory(run_dir)
-    corpus = load_corpus(data, split="train")
+    fields = {"source_field": source_field, "target_field": target_field}
+    corpus = load_corpus(data, split="train", **fields)
     if valid_data is None and (data.startswith("bundled")
                                or data.startswith("tfds:")):
         valid_data = data
-    valid = (load_corpus(valid_data, split="validation")
+    valid = (load_corpus(valid_data, split="validation", **fields)
              if valid_data else None)
     source_tokenizer, target_tokenizer = _tokenizers(
         run, corpus, vocab_size, joint_vocabulary, subword_model,
@@ -150,23 +173,29 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     config = make_config(preset, source_tokenizer, target_tokenizer,
                          joint_vocabulary, **config_overrides)
     run.check_config(config)  # before any slow work; `train` claims it
-
+    if length_policy is None:
+        length_policy = ("truncate" if config.task == "summarization"
+                         else "drop")
+    lengths = {"max_length": max(config.source_length, config.target_length),
+               "max_source_length": config.source_length,
+               "max_target_length": config.target_length,
+               "length_policy": length_policy}
     encoded = encode_pairs(corpus, source_tokenizer, target_tokenizer,
-                           max_length=config.max_length,
-                           length_policy=length_policy)
+                           **lengths)
     train_ds = make_dataset(encoded, batch_tokens=batch_tokens, seed=seed,
                             repeat=steps_per_epoch is not None)
     valid_ds, valid_encoded = None, None
     if valid is not None:
         valid_encoded = encode_pairs(valid, source_tokenizer,
-                                     target_tokenizer,
-                                     max_length=config.max_length,
-                                     length_policy=length_policy)
+                                     target_tokenizer, **lengths)
         valid_ds = make_dataset(valid_encoded, batch_tokens=batch_tokens,
                                 shuffle=False)
     data_report = {
-        "corpus": corpus.name or data, "read": corpus.stats.summary(),
+        "corpus": corpus.name or data, "task": config.task,
+        "read": corpus.stats.summary(),
         "length": encoded.stats.summary(),
+        "truncated_sources": encoded.stats.truncated_source,
+        "truncated_targets": encoded.stats.truncated_target,
         "source_vocab_size": source_tokenizer.vocab_size,
         "target_vocab_size": target_tokenizer.vocab_size}
     if valid_encoded is not None:
@@ -182,6 +211,15 @@ def train_run(data: str, run_dir: str, *, preset: str = "small",
     return TrainResult(run_dir, config, history, data_report)
 
 
+def search_settings(run_dir: str, **overrides) -> SearchSettings:
+    """The search settings of a run's task, `overrides` replacing fields.
+
+    Reads only config.json (no TensorFlow): `SearchSettings.for_config`.
+    """
+    return SearchSettings.for_config(RunDirectory(run_dir).read_config(),
+                                     **overrides)
+
+
 def load_translator(run_dir: str,
                     settings: SearchSettings | None = None,
                     jit_compile: bool = False) -> Translator:
@@ -189,7 +227,8 @@ def load_translator(run_dir: str,
 
     Args:
         run_dir: a trained run directory.
-        settings: `SearchSettings`; defaults to the paper's (§6.1).
+        settings: `SearchSettings`; defaults to those of the run's task
+            (`SearchSettings.for_config`: the paper's for translation).
         jit_compile: bool, see `Translator`.
     """
     run = RunDirectory(run_dir)
@@ -204,20 +243,32 @@ def load_translator(run_dir: str,
 def evaluate_run(run_dir: str, data: str, *, split: str = "test",
                  beam_size: int | None = None, batch_size: int = 64,
                  translator: Translator | None = None,
-                 jit_compile: bool = False) -> dict:
-    """Translates a held-out corpus; BLEU, chrF and exact match.
+                 jit_compile: bool = False,
+                 settings: SearchSettings | None = None,
+                 source_field: str | None = None,
+                 target_field: str | None = None) -> dict:
+    """Runs a trained model over a held-out corpus and scores it.
 
-    The result is also stored under "evaluation" in `metrics.json`.
-    `beam_size=1` is greedy search.
+    Translation runs get BLEU, chrF and exact match
+    (`evaluate_translations`); summarization runs ROUGE-1/2/L and length
+    statistics (`evaluate_summaries`). The result is also stored under
+    "evaluation" in `metrics.json`. `beam_size=1` is greedy search.
     """
-    translator = translator or load_translator(run_dir,
-                                               jit_compile=jit_compile)
-    corpus = load_corpus(data, split=split)
+    translator = translator or load_translator(
+        run_dir, settings=settings, jit_compile=jit_compile)
+    corpus = load_corpus(data, split=split, source_field=source_field,
+                         target_field=target_field)
     hypotheses = translate_all(translator, corpus.sources, beam_size,
                                batch_size)
-    metrics = evaluate_translations(hypotheses, corpus.targets)
+    task = translator.model.config.task
+    if task == "summarization":
+        metrics = evaluate_summaries(hypotheses, corpus.targets)
+    else:
+        metrics = evaluate_translations(hypotheses, corpus.targets)
     metrics.update({"data": data, "split": split, "sentences": len(corpus),
-                    "beam_size": beam_size or translator.beam_size})
+                    "task": task,
+                    "beam_size": beam_size or translator.beam_size,
+                    "search": translator.settings.to_dict()})
     RunDirectory(run_dir).update_metrics({"evaluation": metrics})
     metrics["examples"] = list(zip(corpus.sources[:5], hypotheses[:5],
                                    corpus.targets[:5]))

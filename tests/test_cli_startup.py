@@ -126,6 +126,7 @@ def test_help_imports_no_tensorflow_and_is_fast():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stderr.strip().splitlines()[-1])
     assert set(report["codes"]) == {"", "quickstart", "train", "translate",
+                                    "summarize",
                                     "evaluate", "export", "bench"}
     assert set(report["codes"].values()) == {0}
     assert report["heavy"] == []
@@ -138,7 +139,8 @@ def test_every_option_has_help():
     parser = build_parser()
     subparsers = _subparsers(parser)
     assert set(subparsers.choices) == {"quickstart", "train", "translate",
-                                       "evaluate", "export", "bench"}
+                                       "summarize", "evaluate", "export",
+                                       "bench"}
     # The subcommand list itself: one help line per command.
     helps = {action.dest: action.help
              for action in subparsers._choices_actions}
@@ -160,8 +162,10 @@ def test_flags_and_defaults_are_unchanged():
     train = parse(["train", "--data", "d.tsv", "--run", "r"])
     assert (train.preset, train.epochs, train.steps, train.batch_tokens,
             train.vocab_size, train.average_last, train.strategy,
-            train.set) == ("small", 10, None, 4096, 8000, 5, "default", [])
-    assert not (train.separate_vocab or train.truncate)
+            train.set) == (None, 10, None, 4096, 8000, 5, "default", [])
+    # None: the task's defaults (runs.default_preset, the length policy).
+    assert (train.task, train.length_policy) == (None, None)
+    assert not train.separate_vocab
     assert train.subword_model == "unigram"
     assert train.vocab_sample == 1_000_000
     translate = parse(["translate", "--run", "r", "a", "b"])

@@ -3,7 +3,7 @@
 import pytest
 import sacrebleu
 
-from keras_transformer.evaluation import evaluate_translations
+from keras_transformer.evaluation import evaluate_summaries, evaluate_translations
 
 HYPOTHESES = [
     "the cat sat on the mat .",
@@ -77,3 +77,64 @@ def test_options_reach_sacrebleu():
 def test_rejects_bad_input(hypotheses, references, error, name):
     with pytest.raises(error, match=f"`{name}`"):
         evaluate_translations(hypotheses, references)
+
+
+# --- Summaries: ROUGE ----------------------------------------------------------
+
+
+def test_rouge_hand_computed():
+    # 3 of 3 hypothesis unigrams in the 6 of the reference: P 1, R 1/2;
+    # bigrams "the cat", "cat sat" of 5: P 1, R 2/5; LCS 3 as ROUGE-1.
+    scores = evaluate_summaries(["the cat sat"], ["the cat sat on the mat"])
+    assert scores["rouge1"] == pytest.approx(100 * 2 * 0.5 / 1.5)
+    assert scores["rouge2"] == pytest.approx(100 * 2 * 0.4 / 1.4)
+    assert scores["rougeL"] == pytest.approx(100 * 2 * 0.5 / 1.5)
+    assert scores["summary_words"] == 3 and scores["reference_words"] == 6
+    assert scores["length_ratio"] == pytest.approx(0.5)
+    assert scores["num_documents"] == 1 and scores["empty_summaries"] == 0
+
+
+def test_rouge_stems_and_averages_over_documents():
+    # Porter: cats -> cat, running/runs -> run; "cat" (3 letters) is kept.
+    scores = evaluate_summaries(["cats running", ""], ["cat runs", "a b"])
+    assert scores["rouge1"] == pytest.approx(50.0)  # (100 + 0) / 2
+    assert scores["empty_summaries"] == 1
+
+
+def test_rouge_equals_rouge_score_defaults_on_ascii():
+    from rouge_score import rouge_scorer
+
+    hypotheses = ["The quick brown fox jumped over dogs!",
+                  "don't_stop me now, 42 times", "A B C", "x"]
+    references = ["the quick brown foxes jump over the lazy dog",
+                  "Don't stop me now: forty-two times.", "c b a", "y z"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
+                                      use_stemmer=True)
+    expected = {name: 100 * sum(
+        scorer.score(r, h)[name].fmeasure
+        for h, r in zip(hypotheses, references)) / 4
+        for name in ("rouge1", "rouge2", "rougeL")}
+    scores = evaluate_summaries(hypotheses, references)
+    for name, value in expected.items():
+        assert scores[name] == pytest.approx(value)
+
+
+def test_rouge_counts_every_script():
+    # The default rouge-score tokenizer keeps only [a-z0-9]: this would
+    # be 0. Han characters are single tokens: 3 of 4 unigrams, 2 of 3
+    # bigrams in common.
+    scores = evaluate_summaries(["我喜欢猫", "καλημέρα κόσμε"],
+                                ["我喜欢狗", "καλημέρα φίλε"])
+    assert scores["rouge1"] == pytest.approx((75.0 + 50.0) / 2)
+    assert scores["rouge2"] == pytest.approx((200 / 3 + 0.0) / 2)
+
+
+@pytest.mark.parametrize("hypotheses, references, error, match", [
+    (["a"], ["a", "b"], ValueError, "`references`"),
+    ([], [], ValueError, "`hypotheses`"),
+    ("a", ["a"], TypeError, "`hypotheses`"),
+    (["a"], [3], TypeError, "`references`"),
+])
+def test_rouge_bad_arguments(hypotheses, references, error, match):
+    with pytest.raises(error, match=match):
+        evaluate_summaries(hypotheses, references)

@@ -1,9 +1,12 @@
 """Corpora and the tf.data input pipeline.
 
 - `ParallelCorpus`, `CorpusStats`: what every reader returns.
-- `read_tsv`, `read_aligned`, `load_tfds`, `load_corpus`: readers.
+- `read_tsv`, `read_jsonl`, `read_aligned`, `load_tfds`, `load_corpus`:
+  readers.
 - `bundled_corpus`, `write_bundled_tsv`: the English -> German/French
   number corpus, generated offline.
+- `debian_corpus`: the bundled Debian package-description summarization
+  corpus (description -> synopsis).
 - `encode_pairs`, `make_dataset`: token ids, length caps and batches of
   `({"encoder_inputs": (B, S), "decoder_inputs": (B, T)}, labels (B, T))`.
 """
@@ -19,8 +22,10 @@ from keras_transformer.data.corpora import (
     ParallelCorpus,
     corpus_from_pairs,
     read_aligned,
+    read_jsonl,
     read_tsv,
 )
+from keras_transformer.data.debian import debian_corpus
 from keras_transformer.data.encoding import (
     EncodedPairs,
     LengthStats,
@@ -50,6 +55,7 @@ __all__ = [
     "ParallelCorpus",
     "bundled_corpus",
     "corpus_from_pairs",
+    "debian_corpus",
     "default_bucket_lengths",
     "encode_pairs",
     "load_corpus",
@@ -57,6 +63,7 @@ __all__ = [
     "make_dataset",
     "number_to_words",
     "read_aligned",
+    "read_jsonl",
     "read_tsv",
     "split_numbers",
     "write_bundled_tsv",

@@ -1,4 +1,4 @@
-"""Parallel corpora: TSV files, aligned text files, TFDS and the bundled set.
+"""Parallel corpora: TSV, JSONL and aligned text files, TFDS, bundled sets.
 
 Every reader returns a `ParallelCorpus`: the kept (source, target) pairs and
 a `CorpusStats` that counts the lines read, the pairs kept and, per reason,
@@ -15,9 +15,15 @@ Skip reasons (the keys of `CorpusStats.skipped`):
 - `"empty_side"`: the source or the target is empty after stripping.
 - `"undecodable"`: the line is not valid UTF-8 (decoded strictly, never
   replaced).
+- `"invalid_json"`: a JSONL line that is not a JSON object.
+- `"missing_field"`: a JSONL object without the source or target field.
+- `"non_string_field"`: a JSONL object whose source or target is not a
+  string (a number, null, a list...).
 """
 
 import dataclasses
+import gzip
+import json
 import os
 import pathlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +33,9 @@ MISSING_TAB = "missing_tab"
 EXTRA_COLUMNS = "extra_columns"
 EMPTY_SIDE = "empty_side"
 UNDECODABLE = "undecodable"
+INVALID_JSON = "invalid_json"
+MISSING_FIELD = "missing_field"
+NON_STRING_FIELD = "non_string_field"
 
 # Line numbers kept per skip reason, to point users at bad lines.
 _MAX_EXAMPLE_LINES = 5
@@ -177,13 +186,14 @@ def _check_file(path, argument: str) -> pathlib.Path:
     return path
 
 
-def _decoded_lines(path: pathlib.Path) -> Iterator[str | None]:
+def _decoded_lines(path: pathlib.Path,
+                   gzipped: bool = False) -> Iterator[str | None]:
     """Yields each line decoded as strict UTF-8, or None if undecodable.
 
     Lines are split on "\\n" only (with a trailing "\\r" removed), not on the
     other Unicode line breaks, so that aligned files stay aligned.
     """
-    with path.open("rb") as f:
+    with (gzip.open(path, "rb") if gzipped else path.open("rb")) as f:
         for i, raw in enumerate(f):
             raw = raw.rstrip(b"\n").rstrip(b"\r")
             if i == 0 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
@@ -230,6 +240,92 @@ def read_tsv(path, *, allow_extra_columns: bool = False) -> ParallelCorpus:
             collector.skip(EXTRA_COLUMNS, line_number)
         else:
             collector.add(fields[0], fields[1], line_number)
+    return collector.corpus(str(path))
+
+
+def _check_field(value, argument: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            f"`{argument}` must be a non-empty string naming a JSON field. "
+            f"Received: {argument}={value!r}"
+        )
+    return value
+
+
+def read_jsonl(path, *, source_field: str,
+               target_field: str) -> ParallelCorpus:
+    """Reads one JSON object per line, taking two string fields as a pair.
+
+    Bad lines are treated as `read_tsv` treats them: skipped and counted per
+    reason (`"blank"`, `"undecodable"`, `"invalid_json"`,
+    `"missing_field"`, `"non_string_field"`, `"empty_side"`; see the module
+    docstring), and each side is stripped of surrounding whitespace. Other
+    fields are ignored. A file ending in ".gz" is read through gzip.
+
+    Args:
+        path: str or path-like, the JSONL file.
+        source_field: str, the field holding the source text, e.g.
+            "document".
+        target_field: str, the field holding the target text, e.g.
+            "summary".
+
+    Returns:
+        A `ParallelCorpus`.
+
+    Raises:
+        FileNotFoundError: if `path` is not a file.
+        ValueError: if a field name is empty or not a string, if no object
+            has `source_field` (or `target_field`), naming the fields of the
+            first object, or if no line holds a valid pair.
+
+    Example:
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "d.jsonl")
+    >>> _ = path.write_text('{"text": "long", "title": "short"}\\n')
+    >>> read_jsonl(path, source_field="text", target_field="title").pairs()
+    [('long', 'short')]
+    """
+    path = _check_file(path, "path")
+    fields = {"source_field": _check_field(source_field, "source_field"),
+              "target_field": _check_field(target_field, "target_field")}
+    collector = _Collector()
+    first_keys, found = None, {argument: 0 for argument in fields}
+    for line_number, text in enumerate(
+            _decoded_lines(path, path.suffix == ".gz"), start=1):
+        collector.lines_read += 1
+        if text is None:
+            collector.skip(UNDECODABLE, line_number)
+            continue
+        if not text.strip():
+            collector.skip(BLANK, line_number)
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            collector.skip(INVALID_JSON, line_number)
+            continue
+        if first_keys is None:
+            first_keys = sorted(record)
+        for argument, field in fields.items():
+            found[argument] += field in record
+        source, target = record.get(source_field), record.get(target_field)
+        if source_field not in record or target_field not in record:
+            collector.skip(MISSING_FIELD, line_number)
+        elif not isinstance(source, str) or not isinstance(target, str):
+            collector.skip(NON_STRING_FIELD, line_number)
+        else:
+            collector.add(source, target, line_number)
+    if not collector.sources and first_keys is not None:
+        for argument, field in fields.items():
+            if not found[argument]:
+                raise ValueError(
+                    f"`{argument}` names a field that no object of "
+                    f"{str(path)!r} has; the first object has the fields "
+                    f"{first_keys}. Received: {argument}={field!r}"
+                )
     return collector.corpus(str(path))
 
 

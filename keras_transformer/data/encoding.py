@@ -41,8 +41,11 @@ class LengthStats:
         longest_target: int, longest target before capping.
         source_tokens: int, source tokens kept, [END] included.
         target_tokens: int, target tokens kept, [START] included.
-        max_length: int, the cap applied.
+        max_length: int, the longest sequence of either side (the cap of
+            the batches' length buckets).
         length_policy: str, "drop" or "truncate".
+        max_source_length: int, the cap applied to sources.
+        max_target_length: int, the cap applied to targets.
     """
 
     pairs: int
@@ -57,13 +60,21 @@ class LengthStats:
     target_tokens: int
     max_length: int
     length_policy: str
+    max_source_length: int
+    max_target_length: int
 
     def summary(self) -> str:
         """One line for logs."""
+        cap = f"max_length={self.max_length}"
+        if (self.max_source_length, self.max_target_length) != (
+                self.max_length, self.max_length):
+            cap = (f"max_source_length={self.max_source_length}, "
+                   f"max_target_length={self.max_target_length}")
         return (
-            f"{self.kept} of {self.pairs} pairs kept; max_length="
-            f"{self.max_length} ({self.length_policy}): {self.dropped} "
-            f"dropped, {self.truncated} truncated; longest source "
+            f"{self.kept} of {self.pairs} pairs kept; {cap} "
+            f"({self.length_policy}): {self.dropped} dropped, "
+            f"{self.truncated} truncated ({self.truncated_source} sources, "
+            f"{self.truncated_target} targets); longest source "
             f"{self.longest_source}, target {self.longest_target} tokens"
         )
 
@@ -158,13 +169,17 @@ def encode_pairs(
     *,
     max_length: int = DEFAULT_MAX_LENGTH,
     length_policy: str = "drop",
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
 ) -> EncodedPairs:
     """Tokenizes a corpus once and applies the length cap.
 
-    A pair exceeds `max_length` when its source + [END] or [START] + target
-    is longer. With `length_policy="drop"` it is left out; with
-    `"truncate"` the long side keeps its first `max_length - 1` tokens (so
-    [END] still closes it). `EncodedPairs.stats` counts both.
+    A pair exceeds the cap when its source + [END] is longer than
+    `max_source_length` or its [START] + target longer than
+    `max_target_length` (both default to `max_length`). With
+    `length_policy="drop"` it is left out; with `"truncate"` the long side
+    keeps its first cap - 1 tokens (so [END] still closes it).
+    `EncodedPairs.stats` counts both.
 
     Args:
         data: `ParallelCorpus` or sequence of (source, target) str pairs.
@@ -173,6 +188,10 @@ def encode_pairs(
         target_tokenizer: the same for targets.
         max_length: int >= 2, the longest sequence, added token included.
         length_policy: str, "drop" or "truncate".
+        max_source_length: int in [2, max_length] or None, the sources'
+            own cap (summaries: long documents). None is `max_length`.
+        max_target_length: int in [2, max_length] or None, the targets'
+            own cap. None is `max_length`.
 
     Returns:
         `EncodedPairs`, for `make_dataset`.
@@ -182,6 +201,18 @@ def encode_pairs(
         TypeError: if `data` or a tokenizer has the wrong type.
     """
     _check_length_args(max_length, length_policy)
+    caps = []
+    for argument, cap in (("max_source_length", max_source_length),
+                          ("max_target_length", max_target_length)):
+        if cap is None:
+            cap = max_length
+        _check_int(cap, argument, 2)
+        if cap > max_length:
+            raise ValueError(
+                f"`{argument}` must be at most `max_length` ({max_length})."
+                f" Received: {argument}={cap}")
+        caps.append(cap)
+    max_source_length, max_target_length = caps
     if not isinstance(data, ParallelCorpus):
         if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
             raise TypeError(
@@ -196,8 +227,9 @@ def encode_pairs(
     tgt_values, tgt_splits = _tokenize(
         target_tokenizer, data.targets, "target_tokenizer")
     src_lengths, tgt_lengths = np.diff(src_splits), np.diff(tgt_splits)
-    limit = max_length - 1
-    long_source, long_target = src_lengths > limit, tgt_lengths > limit
+    src_limit, tgt_limit = max_source_length - 1, max_target_length - 1
+    long_source = src_lengths > src_limit
+    long_target = tgt_lengths > tgt_limit
     if length_policy == "drop":
         keep = ~(long_source | long_target)
         long_source = long_target = np.zeros_like(keep)
@@ -207,10 +239,11 @@ def encode_pairs(
         raise ValueError(
             f"No pair fits in `max_length` (the {len(keep)} pairs were all "
             "dropped); raise it or use length_policy='truncate'. "
-            f"Received: max_length={max_length}"
+            f"Received: max_length={max_length}, max_source_length="
+            f"{max_source_length}, max_target_length={max_target_length}"
         )
-    src_values, src_splits = _cap(src_values, src_splits, keep, limit)
-    tgt_values, tgt_splits = _cap(tgt_values, tgt_splits, keep, limit)
+    src_values, src_splits = _cap(src_values, src_splits, keep, src_limit)
+    tgt_values, tgt_splits = _cap(tgt_values, tgt_splits, keep, tgt_limit)
     kept = int(keep.sum())
     stats = LengthStats(
         pairs=len(keep),
@@ -225,6 +258,8 @@ def encode_pairs(
         target_tokens=len(tgt_values) + kept,
         max_length=max_length,
         length_policy=length_policy,
+        max_source_length=max_source_length,
+        max_target_length=max_target_length,
     )
     return EncodedPairs(src_values, src_splits, tgt_values, tgt_splits,
                         np.flatnonzero(keep), stats)

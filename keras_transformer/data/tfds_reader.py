@@ -1,8 +1,11 @@
-"""Translation corpora from TensorFlow Datasets (the optional `tfds` extra).
+"""Corpora from TensorFlow Datasets (the optional `tfds` extra).
 
 Example: `load_tfds("ted_hrlr_translate/pt_to_en", "train")`. The source and
-target are the dataset's supervised keys unless given; examples with an
-undecodable or empty side are skipped and counted as in `corpora`.
+target are, unless given: the (document, summary) features listed in
+`SUMMARIZATION_FEATURES` for the summarization datasets named there (with
+any config or version, e.g. "cnn_dailymail:3.4.0"), else the dataset's
+supervised keys. Examples with an undecodable or empty side are skipped and
+counted as in `corpora`.
 """
 
 from keras_transformer.data.corpora import (
@@ -12,6 +15,17 @@ from keras_transformer.data.corpora import (
 )
 
 _READ_BATCH = 1024
+
+# (document, summary) features of summarization datasets, by builder name.
+# Listed rather than read from the supervised keys so that the choice is
+# explicit, reviewed, and independent of how a TFDS release declares them.
+SUMMARIZATION_FEATURES = {
+    "billsum": ("text", "summary"),
+    "cnn_dailymail": ("article", "highlights"),
+    "gigaword": ("document", "summary"),
+    "samsum": ("dialogue", "summary"),
+    "xsum": ("document", "summary"),
+}
 
 
 def _import_tfds():
@@ -25,11 +39,11 @@ def _import_tfds():
     return tfds
 
 
-def _translation_keys(info, source_key, target_key) -> tuple[str, str]:
-    """Picks the source and target feature keys of a translation dataset."""
+def _feature_keys(info, source_key, target_key) -> tuple[str, str]:
+    """Picks the source and target feature keys of a dataset."""
     available = list(info.features.keys())
     if source_key is None and target_key is None:
-        keys = info.supervised_keys
+        keys = SUMMARIZATION_FEATURES.get(info.name, info.supervised_keys)
         if not (isinstance(keys, tuple) and len(keys) == 2
                 and all(isinstance(k, str) for k in keys)):
             raise ValueError(
@@ -58,16 +72,18 @@ def load_tfds(
     download: bool = True,
     max_examples: int | None = None,
 ) -> ParallelCorpus:
-    """Loads a translation dataset from TensorFlow Datasets.
+    """Loads a translation or summarization dataset from TFDS.
 
     Args:
-        name: str, a TFDS name, e.g. "ted_hrlr_translate/pt_to_en".
+        name: str, a TFDS name, e.g. "ted_hrlr_translate/pt_to_en" or
+            "cnn_dailymail:3.4.0".
         split: str, e.g. "train", "validation", "test" or "train[:10%]".
-        source_key: str or None, the source feature; defaults to the first
-            of the dataset's supervised keys. Give both keys to reverse the
-            direction.
-        target_key: str or None, the target feature; defaults to the second
-            supervised key.
+        source_key: str or None, the source feature; defaults to the
+            document feature for the datasets in `SUMMARIZATION_FEATURES`,
+            else to the first of the dataset's supervised keys. Give both
+            keys to choose other features or reverse the direction.
+        target_key: str or None, the target feature; defaults to the
+            summary feature or the second supervised key.
         data_dir: str or None, where TFDS stores data; TFDS' default if None.
         download: bool, whether to download and prepare the data if absent.
         max_examples: int or None, read at most this many examples.
@@ -94,7 +110,7 @@ def load_tfds(
         raise ValueError(
             f"`name` is not a known TFDS dataset. Received: name={name!r}"
         ) from error
-    source_key, target_key = _translation_keys(
+    source_key, target_key = _feature_keys(
         builder.info, source_key, target_key
     )
     if download:
