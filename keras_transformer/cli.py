@@ -101,16 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     quick = command(
-        "quickstart", "train on the bundled corpus, evaluate, export",
-        "Train a tiny translator on the bundled corpus (English number "
-        "phrases to French or German; minutes on a CPU), evaluate it, and "
-        "export it.")
-    quick.add_argument("--run", default="runs/quickstart",
+        "quickstart", "train on a bundled corpus, evaluate, export",
+        "Train a tiny model on a bundled corpus (no download), evaluate it, "
+        "and export it: a translator of English number phrases to French "
+        "or German (minutes on a CPU), or with --task summarization a "
+        "summarizer of Debian package descriptions (about 10 minutes on 2 "
+        "cores) scored with ROUGE against two extractive baselines.")
+    quick.add_argument("--run", default=None,
                        help="the run directory, resumed if it exists "
-                            "(default: %(default)s)")
+                            "(default: runs/quickstart, or runs/summarize "
+                            "for summarization)")
+    quick.add_argument("--task", choices=TASKS, default="translation",
+                       help="which bundled task (default: %(default)s)")
     quick.add_argument("--language", choices=("fr", "de"), default="fr",
-                       help="target language of the bundled corpus "
-                            "(default: %(default)s)")
+                       help="target language of the bundled translation "
+                            "corpus (default: %(default)s)")
     quick.add_argument("--epochs", type=int, default=None,
                        help="training epochs (default: the quickstart's "
                             "setting)")
@@ -369,9 +374,14 @@ def _cmd_export(args):
 
 
 def _cmd_quickstart(args):
-    from keras_transformer.quickstart import quickstart
-    quickstart(args.run, language=args.language, epochs=args.epochs,
-               report=print)
+    from keras_transformer import quickstart
+    if args.task == "summarization":
+        quickstart.summarization_quickstart(
+            args.run or "runs/summarize", epochs=args.epochs, report=print)
+    else:
+        quickstart.quickstart(args.run or "runs/quickstart",
+                              language=args.language, epochs=args.epochs,
+                              report=print)
 
 
 def _cmd_bench(args):

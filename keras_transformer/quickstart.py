@@ -1,15 +1,22 @@
-"""The README's main job: train on the bundled corpus, evaluate, export.
+"""The README's main job: train on a bundled corpus, evaluate, export.
 
 `quickstart(run_dir)` trains a small Transformer on the bundled English ->
 French number corpus (no network), reports BLEU, chrF and exact match on
 the held-out test split (numbers never seen in training) with greedy and
 beam search, prints example translations, then exports a SavedModel and
 ONNX graphs and reports their parity with the Keras model.
+
+`summarization_quickstart(run_dir)` does the same for summarization on the
+bundled Debian package descriptions (description -> one-line synopsis):
+ROUGE of the model and of two extractive baselines (the first sentence,
+and the first n words with n the mean training synopsis length).
 """
 
 import os
+import statistics
 import time
 
+from keras_transformer.baselines import first_sentence, first_words
 from keras_transformer.run_directory import RunDirectory
 from keras_transformer.runs import evaluate_run, train_run
 
@@ -59,6 +66,21 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
         report(f"      {source}\n        -> {hypothesis}   [{mark}]")
 
     report("[3/3] exporting SavedModel and ONNX, checking parity ...")
+    exported = _export(run_dir, report)
+    results["export"] = exported
+    results["total_seconds"] = time.time() - start
+    # The figures the benchmark report quotes (benchmarks/harness.py).
+    RunDirectory(run_dir).update_metrics({"quickstart": {
+        key: results[key]
+        for key in ("train_seconds", "total_seconds", "greedy", "beam")}})
+    report(f"done in {results['total_seconds']:.0f} s; translate with:\n"
+           f"  .venv/bin/keras-transformer translate --run {run_dir} "
+           f"\"forty-two thousand and seven\"")
+    return results
+
+
+def _export(run_dir: str, report) -> dict:
+    """Exports SavedModel and ONNX and reports their parity."""
     from keras_transformer.export import export_run
     exported = export_run(run_dir, os.path.join(run_dir, "export"), "all")
     saved = exported["saved_model"]
@@ -79,17 +101,82 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
     for mode in sorted(text["identical"]):
         size = onnx["files"][mode + "_text.onnx"] / 1e6
         report(f"      ONNX {mode}_text ({size:.1f} MB, text in, text out, "
-               f"no TensorFlow): translations identical to Keras "
+               f"no TensorFlow): outputs identical to Keras "
                f"{text['identical'][mode]}/{text['sentences']}, to the "
                f"SavedModel {text['saved_model_identical'][mode]}/"
                f"{text['sentences']}")
-    results["export"] = exported
+    return exported
+
+
+# Chosen by measurement (benchmarks/RESULTS.md, "Summarization"): about 10
+# minutes in all on 2 CPU cores. Descriptions are cut at 256 pieces (95% of
+# them are shorter), synopses at 32.
+SUMMARIZATION_SETTINGS = dict(
+    preset="summarization", epochs=3, batch_tokens=4096, vocab_size=8000,
+    num_layers=2, d_model=128, d_ff=512, max_length=256,
+    max_source_length=256, max_target_length=32)
+
+
+def summarization_quickstart(run_dir: str = "runs/summarize",
+                             epochs: int | None = None,
+                             report=print) -> dict:
+    """Trains, evaluates and exports a summarizer of Debian descriptions.
+
+    Args:
+        run_dir: the run directory (resumed if it exists).
+        epochs: override the number of epochs.
+        report: callable taking one line of text (default `print`).
+
+    Returns:
+        dict with "train_seconds", "model" (ROUGE and lengths with the
+        run's search), "first_sentence" and "first_words" (the baselines'
+        ROUGE), and the "export" reports.
+    """
+    from keras_transformer.data import load_corpus
+    from keras_transformer.evaluation import evaluate_summaries
+
+    data = "bundled:debian"
+    settings = dict(SUMMARIZATION_SETTINGS)
+    if epochs is not None:
+        settings["epochs"] = epochs
+    start = time.time()
+    report(f"[1/3] training on {data} into {run_dir} ...")
+    train_run(data, run_dir, verbose=2, **settings)
+    train_seconds = time.time() - start
+    report(f"      trained in {train_seconds:.0f} s")
+
+    report("[2/3] summarizing the held-out test split ...")
+    metrics = evaluate_run(run_dir, data)
+    test = load_corpus(data, split="test")
+    words = round(statistics.fmean(
+        len(t.split()) for t in load_corpus(data, split="train").targets))
+    results = {"train_seconds": train_seconds, "model": {
+        k: v for k, v in metrics.items() if k != "examples"}}
+    results["first_sentence"] = evaluate_summaries(
+        [first_sentence(text) for text in test.sources], test.targets)
+    results["first_words"] = evaluate_summaries(
+        [first_words(text, words) for text in test.sources], test.targets)
+    for name, label in (("model", f"model (beam {metrics['beam_size']})"),
+                        ("first_sentence", "first sentence"),
+                        ("first_words", f"first {words} words")):
+        scores = results[name]
+        report(f"      {label:18s} ROUGE-1 {scores['rouge1']:5.2f}  ROUGE-2 "
+               f"{scores['rouge2']:5.2f}  ROUGE-L {scores['rougeL']:5.2f}  "
+               f"{scores['summary_words']:4.1f} words")
+    report(f"      ({metrics['sentences']} documents; references "
+           f"{metrics['reference_words']:.1f} words)")
+    for source, hypothesis, reference in metrics["examples"]:
+        report(f"      {first_words(source, 16)} ...\n        -> "
+               f"{hypothesis}\n        reference: {reference}")
+
+    report("[3/3] exporting SavedModel and ONNX, checking parity ...")
+    results["export"] = _export(run_dir, report)
     results["total_seconds"] = time.time() - start
-    # The figures the benchmark report quotes (benchmarks/harness.py).
     RunDirectory(run_dir).update_metrics({"quickstart": {
-        key: results[key]
-        for key in ("train_seconds", "total_seconds", "greedy", "beam")}})
-    report(f"done in {results['total_seconds']:.0f} s; translate with:\n"
-           f"  .venv/bin/keras-transformer translate --run {run_dir} "
-           f"\"forty-two thousand and seven\"")
+        key: results[key] for key in ("train_seconds", "total_seconds",
+                                      "model", "first_sentence",
+                                      "first_words")}})
+    report(f"done in {results['total_seconds']:.0f} s; summarize with:\n"
+           f"  .venv/bin/keras-transformer summarize --run {run_dir} "
+           "\"A command-line tool that ...\"")
     return results

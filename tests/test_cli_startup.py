@@ -178,8 +178,8 @@ def test_flags_and_defaults_are_unchanged():
     export = parse(["export", "--run", "r", "--out", "o"])
     assert export.format == "all"
     quick = parse(["quickstart"])
-    assert (quick.run, quick.language, quick.epochs) == (
-        "runs/quickstart", "fr", None)
+    assert (quick.run, quick.task, quick.language, quick.epochs) == (
+        None, "translation", "fr", None)
     bench = parse(["bench"])
     assert (bench.quick, bench.output) == (False, "benchmarks/RESULTS.md")
     with pytest.raises(SystemExit):

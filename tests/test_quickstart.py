@@ -65,3 +65,56 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
     quality = harness.read_quality(str(run_dir))
     assert set(quality["results"]) == {"greedy", "beam"}
     assert quality["total_seconds"] == stored["total_seconds"]
+
+
+def test_summarization_quickstart_scores_the_baselines(tmp_path,
+                                                       monkeypatch):
+    from keras_transformer.data import debian_corpus
+    from keras_transformer.evaluation import evaluate_summaries
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    calls = []
+
+    def fake_train(data, run, **settings):
+        calls.append(("train", data, settings["preset"], settings["epochs"]))
+
+    def fake_evaluate(run, data):
+        calls.append(("evaluate", data))
+        return {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 39.0,
+                "summary_words": 6.0, "reference_words": 6.6,
+                "sentences": 3, "beam_size": 4, "task": "summarization",
+                "examples": [("a b c", "a b", "a c")]}
+
+    def fake_export(run, out, fmt):
+        calls.append(("export", fmt))
+        return {"saved_model": {"path": out, "identical": 1,
+                                "comparisons": 1,
+                                "max_score_difference": 0.0},
+                "onnx": {"verification": {
+                    "identical": {}, "sentences": 0,
+                    "saved_model_identical": {},
+                    "max_score_difference": {},
+                    "text": {"sentences": 0, "identical": {},
+                             "saved_model_identical": {}}},
+                    "files": {}, "nodes": {}}}
+
+    monkeypatch.setattr(quickstart_module, "train_run", fake_train)
+    monkeypatch.setattr(quickstart_module, "evaluate_run", fake_evaluate)
+    monkeypatch.setattr(export, "export_run", fake_export)
+    lines = []
+    results = quickstart_module.summarization_quickstart(
+        str(run_dir), epochs=1, report=lines.append)
+    assert calls == [("train", "bundled:debian", "summarization", 1),
+                     ("evaluate", "bundled:debian"), ("export", "all")]
+    test = debian_corpus("test")
+    lead = [text.split(". ")[0] for text in test.sources[:50]]
+    # The first-sentence baseline is Lead-1 of the real test split.
+    assert results["first_sentence"]["num_documents"] == len(test)
+    assert evaluate_summaries(lead, test.targets[:50])["rouge1"] > 0
+    stored = json.loads((run_dir / "metrics.json").read_text())["quickstart"]
+    assert stored["model"]["rouge1"] == 40.0
+    assert stored["first_words"]["rouge1"] == results["first_words"][
+        "rouge1"] > 0
+    assert 5 <= stored["first_words"]["summary_words"] <= 8
+    assert any("first sentence" in line for line in lines)

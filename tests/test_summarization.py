@@ -213,3 +213,17 @@ def test_long_sources_batch_within_the_token_budget():
         assert batch * max(source, target) <= budget
         seen += batch
     assert seen == 120
+
+
+def test_extractive_baselines():
+    from keras_transformer.baselines import first_sentence, first_words
+
+    assert first_sentence("Reads zip files. Also writes\nthem.") == (
+        "Reads zip files.")
+    assert first_sentence("  no end  at all ") == "no end at all"
+    assert first_sentence("version 1.2 parser! More") == "version 1.2 parser!"
+    assert first_sentence("我喜欢猫。你呢？") == "我喜欢猫。"
+    assert first_words("a b  c d", 3) == "a b c"
+    assert first_words("a", 5) == "a"
+    with pytest.raises(ValueError, match="`count`"):
+        first_words("a b", 0)

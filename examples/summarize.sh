@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Summarization, offline: installs the package into .venv, trains a small
+# summarizer of Debian package descriptions (bundled), reports ROUGE against
+# the first-sentence and first-n-words baselines, exports SavedModel + ONNX
+# and checks them. About 10 minutes on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/install test
+.venv/bin/keras-transformer quickstart --task summarization \
+    --run "${1:-runs/summarize}"
