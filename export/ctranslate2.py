@@ -290,7 +290,7 @@ def write_runtime_files(translator, model_dir: str,
               **{f"{name}_id": getattr(special, f"{name.upper()}_ID")
                  for name in ("pad", "unk", "start", "end")},
               "max_source_tokens": int(translator.source_limit),
-              "max_length": int(translator.max_length),
+              "max_length": int(translator.target_limit),
               "search": translator.settings.to_dict(),
               "quantization": quantization or "float32"}
     with open(os.path.join(model_dir, runtime.CONFIG_FILE), "w",

@@ -108,15 +108,22 @@ def gnmt_penalty(length: int, alpha: float) -> float:
 
 
 def max_output_length(longest_source: int, extra_length: int,
-                      max_length: int) -> int:
-    """Longest source (`[END]` included) + extra, capped, at least 1."""
+                      max_length: int,
+                      max_output_tokens: int | None = None) -> int:
+    """The output limit: `max_output_tokens` when given, else the longest
+    source (`[END]` included) + extra; capped at `max_length`, at least 1.
+    """
+    if max_output_tokens is not None:
+        return max(1, min(max_output_tokens, max_length))
     return max(1, min(longest_source + extra_length, max_length))
 
 
 def search_tokens(ct2_translator, sources, max_decoding_length: int,
                   beam_size: int = 1, length_penalty: float = 0.0,
                   end_token: str = "[END]",
-                  exact_beam: bool = False) -> list[tuple[list[str], float]]:
+                  exact_beam: bool = False, min_length: int = 0,
+                  no_repeat_ngram_size: int = 0,
+                  ) -> list[tuple[list[str], float]]:
     """Decodes token rows as the `Translator`'s search does.
 
     Args:
@@ -129,6 +136,9 @@ def search_tokens(ct2_translator, sources, max_decoding_length: int,
         end_token: str, the token that ends a target.
         exact_beam: bool, run beam search to `max_decoding_length` so that
             the reranked hypotheses hold the `Translator`'s choice.
+        min_length, no_repeat_ngram_size: the summarization rules, which
+            CTranslate2's `min_decoding_length` and `no_repeat_ngram_size`
+            apply exactly as the Translator does (measured: same ids).
 
     Returns:
         One `(tokens, score)` per row: the best hypothesis, up to and
@@ -139,7 +149,9 @@ def search_tokens(ct2_translator, sources, max_decoding_length: int,
     if not sources:
         return []
     options = dict(max_decoding_length=max_decoding_length,
-                   min_decoding_length=0, max_input_length=0,
+                   min_decoding_length=min_length,
+                   no_repeat_ngram_size=no_repeat_ngram_size,
+                   max_input_length=0,
                    return_end_token=True, return_scores=True,
                    end_token=end_token)
     if beam_size == 1:
@@ -175,7 +187,8 @@ def translate_ids(ct2_translator, source_ids, source_vocabulary,
                   target_vocabulary, max_length: int, beam_size: int = 1,
                   pad_id: int = 0,
                   length_penalty: float = DEFAULT_LENGTH_PENALTY,
-                  end_token: str = "[END]") -> np.ndarray:
+                  end_token: str = "[END]", min_length: int = 0,
+                  no_repeat_ngram_size: int = 0) -> np.ndarray:
     """Decodes id batches with CTranslate2 as the Translator does.
 
     Returns int32 ids (B, max_length): each row up to and including its
@@ -185,7 +198,8 @@ def translate_ids(ct2_translator, source_ids, source_vocabulary,
     """
     hypotheses = [tokens for tokens, _ in search_tokens(
         ct2_translator, ids_to_tokens(source_ids, source_vocabulary, pad_id),
-        max_length, beam_size, length_penalty, end_token)]
+        max_length, beam_size, length_penalty, end_token,
+        min_length=min_length, no_repeat_ngram_size=no_repeat_ngram_size)]
     ids = np.full((len(hypotheses), max_length), pad_id, np.int32)
     for row, hypothesis in enumerate(tokens_to_ids(hypotheses,
                                                    target_vocabulary)):
@@ -229,7 +243,8 @@ class CTranslate2Translator:
 
     Attributes:
         config: the export's `keras_transformer.json`.
-        beam_size, length_penalty, extra_length: the search settings.
+        beam_size, length_penalty, extra_length, max_output_tokens,
+            min_length, no_repeat_ngram_size: the search settings.
         max_source_tokens: pieces kept of a source before `[END]`.
         max_length: the cap on the output length.
 
@@ -251,6 +266,11 @@ class CTranslate2Translator:
         self.beam_size = int(search["beam_size"])
         self.length_penalty = float(search["length_penalty"])
         self.extra_length = int(search["extra_length"])
+        # Exports made before these settings existed have none of them.
+        self.max_output_tokens = search.get("max_output_tokens")
+        self.min_length = int(search.get("min_length", 0))
+        self.no_repeat_ngram_size = int(search.get("no_repeat_ngram_size",
+                                                   0))
         self.max_source_tokens = int(self.config["max_source_tokens"])
         self.max_length = int(self.config["max_length"])
         self.end_token = self.config["end_token"]
@@ -297,11 +317,13 @@ class CTranslate2Translator:
         rows = [i for i, tokens in enumerate(sources) if len(tokens) > 1]
         if rows:
             length = max_output_length(max(len(s) for s in sources),
-                                       self.extra_length, self.max_length)
+                                       self.extra_length, self.max_length,
+                                       self.max_output_tokens)
             found = search_tokens(
                 self.translator, [sources[i] for i in rows], length,
                 1 if greedy else self.beam_size, self.length_penalty,
-                self.end_token, self.exact_beam)
+                self.end_token, self.exact_beam, self.min_length,
+                self.no_repeat_ngram_size)
             for row, (tokens, score) in zip(rows, found):
                 results[row] = (self.detokenize(tokens), score)
         return results[0] if single else results

@@ -36,18 +36,21 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
         raise ValueError(
             "`source_ids` must be a non-empty int batch (B, S). "
             f"Received: source_ids with shape {source_ids.shape}")
-    source_ids = source_ids[:, :translator.max_length]
+    source_ids = source_ids[:, :translator.source_limit + 1]
     expected = translator.translate_tokens_greedy(
         tf.constant(source_ids))["target_ids"].numpy()
     lengths = np.sum(source_ids != special.PAD_ID, axis=1)
+    settings = translator.settings
     max_length = runtime.max_output_length(
-        int(lengths.max()), translator.settings.extra_length,
-        translator.max_length)
+        int(lengths.max()), settings.extra_length, translator.target_limit,
+        settings.max_output_tokens)
     source_vocabulary = translator.source_tokenizer.vocabulary
     target_vocabulary = translator.target_tokenizer.vocabulary
     got = runtime.translate_ids(
         runtime.load_translator(model_dir, compute_type), source_ids,
-        source_vocabulary, target_vocabulary, max_length)
+        source_vocabulary, target_vocabulary, max_length,
+        min_length=settings.min_length,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size)
     # The Translator gives no token for a row with no source token.
     got[lengths <= 1] = special.PAD_ID
     width = max(expected.shape[1], 1)

@@ -227,3 +227,21 @@ def test_extractive_baselines():
     assert first_words("a", 5) == "a"
     with pytest.raises(ValueError, match="`count`"):
         first_words("a b", 0)
+
+
+@pytest.mark.slow
+def test_ctranslate2_applies_the_same_rules(summarization_run, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from keras_transformer.export import export_run
+
+    run = summarization_run["run"]
+    settings = SearchSettings.for_config(
+        RunDirectory(run).read_config(), min_length=5,
+        no_repeat_ngram_size=2)
+    report = export_run(run, str(tmp_path), "ctranslate2",
+                        texts=debian_corpus("test").sources[:16],
+                        settings=settings)["ctranslate2"]
+    # Greedy ids and texts; CTranslate2 renormalizes the probabilities
+    # after a ban, so its scores differ where a rule acted.
+    assert report["identical"] == report["sentences"] == 16
+    assert report["text_agreement"] == 1.0
