@@ -9,6 +9,9 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
   Translator keeps beam search a graph);
 - "saved_model": the exported SavedModel, reloaded, same functions;
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
+- "onnx_int8": the same graphs exported with `quantize="int8"`
+  (`export/onnx_quantize.py`: int8 MatMul weights, dynamic uint8
+  activations, Loop body included);
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
   CTranslate2 (tokens in, tokens out) in a process of its own
   (`keras_transformer.benchmarks.ct2_worker`);
@@ -38,19 +41,21 @@ from keras_transformer.benchmarks import (
 
 from keras_transformer.text import END_ID
 
-RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx",
+RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
             "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
 LABELS = {
     "ours": "ours, tf.function (Translator)",
     "ours_xla": "ours, XLA (Translator jit_compile)",
     "saved_model": "ours, SavedModel",
     "onnx": "ours, ONNX Runtime",
+    "onnx_int8": "ours, ONNX Runtime int8",
     "ct2_float32": "CTranslate2 float32",
     "ct2_int8": "CTranslate2 int8",
     "hub": "keras-hub cached, tf.function",
     "hub_xla": "keras-hub cached, XLA jit",
     "tutorial": "tutorial-style, no cache",
 }
+# The float32 runtimes the package ships (targets against float32 peers).
 SHIPPED = ("ours", "ours_xla", "saved_model", "onnx")
 GREEDY_ONLY = ("ours_xla", "hub", "hub_xla", "tutorial")
 
@@ -75,6 +80,7 @@ class DecodingBench:
         self.source_length = settings["source_length"]
         self.unavailable = {}
         self.export_seconds = {}
+        self.file_bytes = {}
         self._cache = {}
         self._rng = np.random.default_rng(1)
         self._sources = {}
@@ -114,15 +120,19 @@ class DecodingBench:
             export_saved_model(self.translator(length), path)
         return tf.saved_model.load(path)
 
-    def _onnx(self, length, mode):
+    def _onnx(self, length, mode, quantize=None):
         from keras_transformer.export.onnx import export_onnx
         from keras_transformer.export.onnx_runtime import make_session
 
-        path = os.path.join(self.workdir, f"onnx_{length}_{mode}")
+        suffix = f"_{quantize}" if quantize else ""
+        path = os.path.join(self.workdir, f"onnx_{length}_{mode}{suffix}")
         with _timed(self.export_seconds,
-                    f"onnx {mode} ({length} tokens)"):
-            export_onnx(self.translator(length), path, modes=(mode,),
-                        verify=False)
+                    f"onnx{suffix} {mode} ({length} tokens)"):
+            report = export_onnx(self.translator(length), path,
+                                 modes=(mode,), verify=False,
+                                 quantize=quantize)
+        self.file_bytes[f"onnx{suffix} {mode} ({length} tokens)"] = (
+            report["files"][f"{mode}.onnx"])
         return make_session(os.path.join(path, f"{mode}.onnx"))
 
     def _ct2(self, quantization):
@@ -203,12 +213,13 @@ class DecodingBench:
             fn = (loaded.translate_tokens_greedy if beam == 1
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
-        if runtime == "onnx":
+        if runtime in ("onnx", "onnx_int8"):
             from keras_transformer.export.onnx_runtime import run_search
 
             mode = "greedy" if beam == 1 else "beam"
-            session = self._once(("onnx", length, mode),
-                                 lambda: self._onnx(length, mode))
+            quantize = "int8" if runtime == "onnx_int8" else None
+            session = self._once((runtime, length, mode),
+                                 lambda: self._onnx(length, mode, quantize))
             return lambda: run_search(session, source)["target_ids"]
         if runtime in ("hub", "hub_xla"):
             peer = self._once("hub", self._hub)

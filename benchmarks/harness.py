@@ -2,7 +2,9 @@
 
 One configuration for every comparison (`FULL`): d_model 256, 4 heads,
 d_ff 1024, 3 + 3 layers, vocabularies of 8,000 (the "small" preset),
-random weights; training on batches of 64 x 32 source x 32 target tokens.
+random weights; training on token-budget batches (about 6,000 tokens,
+lengths of a real corpus, padded; `benchmarks/training.py`), in float32
+and in mixed_bfloat16, with a float32 / bfloat16 loss-agreement run.
 `main(quick=True)` runs the same code on tiny sizes with 1 warm-up and 2
 repeats, in well under a minute (a smoke test, not a measurement).
 
@@ -12,6 +14,8 @@ tokens (greedy and beam 4, batch 1 and 32); the output-length sweep
 (16, 32, 64, 128) covers our Translator (graph and XLA), ONNX Runtime,
 keras-hub with XLA and CTranslate2 float32, and the no-cache tutorial
 loop runs at 64 tokens only (it grows with the square of the length).
+ONNX Runtime runs the float32 and the int8 export
+(`export_onnx(quantize="int8")`), CTranslate2 float32 and int8.
 """
 
 import json
@@ -22,13 +26,16 @@ import warnings
 from keras_transformer.benchmarks import report, timing
 from keras_transformer.benchmarks.training import (
     PEERS,
+    loss_agreement,
+    loss_agreement_in_subprocess,
     run_in_subprocess,
     run_training,
 )
 
-ALL = ("ours", "ours_xla", "saved_model", "onnx",
+ALL = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
        "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
-BEAM = ("ours", "saved_model", "onnx", "ct2_float32", "ct2_int8")
+BEAM = ("ours", "saved_model", "onnx", "onnx_int8", "ct2_float32",
+        "ct2_int8")
 SWEEP = ("ours", "ours_xla", "onnx", "ct2_float32", "hub_xla")
 
 
@@ -50,14 +57,17 @@ def full_settings() -> dict:
     points = [(1, 64), (32, 64)]
     return {
         "mode": "full", "config": _small_config(),
-        "train_batch": 64, "train_source_length": 32,
-        "train_target_length": 32,
+        "train_batch_tokens": 6000, "train_batches": 3,
+        "train_repeats": 3,
+        "loss_steps": 300, "loss_batch_tokens": 1000,
         "repeats": 5, "warmup": 2, "min_repeat_seconds": 0.3,
         "matmul_size": 2048, "isolate_training": True,
         "source_length": 16,
         "length_pair": [64, 128],
-        "training_runs": [[peer, jit] for peer in PEERS
-                          for jit in (False, True)],
+        "training_runs": [[peer, jit, "float32"] for peer in PEERS
+                          for jit in (False, True)]
+        + [["ours", False, "mixed_bfloat16"],
+           ["ours", True, "mixed_bfloat16"]],
         "decode_plan": [
             {"name": "greedy", "beam": 1, "runtimes": list(ALL),
              "points": points},
@@ -71,24 +81,25 @@ def full_settings() -> dict:
 
 def quick_settings() -> dict:
     points = [(1, 8), (2, 8)]
-    quick = ["ours", "ours_xla", "ct2_float32", "ct2_int8", "hub",
-             "tutorial"]
+    quick = ["ours", "ours_xla", "onnx_int8", "ct2_float32", "ct2_int8",
+             "hub", "tutorial"]
     return {
         "mode": "quick", "config": _tiny_config(),
-        "train_batch": 4, "train_source_length": 8,
-        "train_target_length": 8,
+        "train_batch_tokens": 128, "train_batches": 2,
+        "loss_steps": 4, "loss_batch_tokens": 64,
         "repeats": 2, "warmup": 1, "min_repeat_seconds": 0.0,
         "matmul_size": 256, "isolate_training": False,
         "source_length": 4,
         "length_pair": [4, 8],
-        "training_runs": [[peer, False] for peer in PEERS],
+        "training_runs": [[peer, False, "float32"] for peer in PEERS]
+        + [["ours", False, "mixed_bfloat16"]],
         "decode_plan": [
             {"name": "greedy", "beam": 1, "runtimes": quick,
              "points": points},
             {"name": "greedy", "beam": 1, "runtimes": ["ours"],
              "points": [(2, 4)]},
             {"name": "beam", "beam": 4,
-             "runtimes": ["ours", "ct2_float32", "ct2_int8"],
+             "runtimes": ["ours", "onnx_int8", "ct2_float32", "ct2_int8"],
              "points": points},
         ],
     }
@@ -171,17 +182,27 @@ def main(quick: bool = False, output: str = "benchmarks/RESULTS.md",
         "setup_and_matmul": time.perf_counter() - started}
 
     results["training"] = []
-    for peer, jit in settings["training_runs"]:
-        progress(f"training {peer} (jit_compile={jit}) ...")
+    for peer, jit, precision in settings["training_runs"]:
+        progress(f"training {peer} (jit_compile={jit}, {precision}) ...")
         try:
             if settings["isolate_training"]:
-                result = run_in_subprocess(peer, jit, settings)
+                result = run_in_subprocess(peer, jit, settings, precision)
             else:
-                result = run_training(peer, jit, settings)
+                result = run_training(peer, jit, settings, precision)
         except Exception as error:  # noqa: BLE001 - reported in RESULTS
             result = {"peer": peer, "jit_compile": jit,
+                      "precision": precision,
                       "error": f"{type(error).__name__}: {error}"[:500]}
         results["training"].append(result)
+    progress(f"loss agreement, float32 / mixed_bfloat16, "
+             f"{settings['loss_steps']} steps ...")
+    try:
+        results["loss_agreement"] = (
+            loss_agreement_in_subprocess(settings)
+            if settings["isolate_training"] else loss_agreement(settings))
+    except Exception as error:  # noqa: BLE001 - reported in RESULTS
+        results["loss_agreement"] = {
+            "error": f"{type(error).__name__}: {error}"[:500]}
 
     phases["training"] = time.perf_counter() - started - sum(
         phases.values())
@@ -205,6 +226,7 @@ def main(quick: bool = False, output: str = "benchmarks/RESULTS.md",
     bench.close()
     results["unavailable"] = bench.unavailable
     results["export_seconds"] = bench.export_seconds
+    results["file_bytes"] = bench.file_bytes
     results["quality"] = read_quality(run_dir)
     results["total_seconds"] = time.perf_counter() - started
     results["targets"] = report.evaluate_targets(results)

@@ -116,13 +116,23 @@ def evaluate_targets(results) -> list[dict]:
                 f"ONNX Runtime at least as fast as the SavedModel, {mode}, "
                 f"batch {batch}", ratio, 1.0,
                 "ratio = SavedModel time / ONNX Runtime time"))
+    for batch in batches:
+        for mode in ("greedy", "beam"):
+            ct2 = _seconds(results, "ct2_int8", mode, batch, length)
+            int8 = _seconds(results, "onnx_int8", mode, batch, length)
+            targets.append(_target(
+                f"{mode}{' 4' if mode == 'beam' else ''}, batch {batch}: "
+                "ONNX Runtime int8 faster than CTranslate2 int8",
+                ct2 / int8 if None not in (ct2, int8) else None, 1.0,
+                f"{length} tokens; ratio = their time / ours"))
     targets.extend(_training_targets(results))
     return targets
 
 
-def _best_training(results, peer):
+def _best_training(results, peer, precision="float32"):
     runs = [r for r in results.get("training", [])
-            if r.get("peer") == peer and "error" not in r]
+            if r.get("peer") == peer and "error" not in r
+            and r.get("precision", "float32") == precision]
     return max(runs, key=lambda r: r["target_tokens_per_second"],
                default=None)
 
@@ -146,6 +156,13 @@ def _training_targets(results):
     targets.append(_target(
         "training at >= 75% of the matmul ceiling", share, 0.75,
         "ratio = training GFLOP/s / matmul GFLOP/s"))
+    bf16 = _best_training(results, "ours", "mixed_bfloat16")
+    targets.append(_target(
+        "mixed_bfloat16 training faster than float32",
+        bf16["target_tokens_per_second"] / ours["target_tokens_per_second"]
+        if ours and bf16 else None, 1.0,
+        "ours, best of with / without XLA; ratio = bfloat16 tokens/s / "
+        "float32 tokens/s"))
     return targets
 
 
@@ -201,9 +218,12 @@ def _method(results):
         f"{config['num_layers']} + {config['num_layers']} layers, "
         f"vocabularies of {config['source_vocab_size']:,}, dropout "
         f"{config['dropout_rate']}, random weights. Training batches: "
-        f"{settings['train_batch']} x {settings['train_source_length']} "
-        f"source x {settings['train_target_length']} target tokens, no "
-        "padding.",
+        "the package's `make_dataset` (length buckets, padding to the "
+        f"longest pair) with a budget of {settings['train_batch_tokens']:,}"
+        " tokens, over random ids whose source lengths follow the "
+        "English-German .po corpus (`benchmarks/po_corpus.py`; mean 7 "
+        "SentencePiece tokens) and its target / source length ratios; the "
+        "same batches for every model and precision.",
         f"- Each figure: median (min–max) over {settings['repeats']} "
         f"repeats after {settings['warmup']} warm-up call(s); a repeat "
         "during which other processes used more than 10% of a core "
@@ -250,28 +270,60 @@ def _matmul(results):
 
 def _training(results):
     ceiling = results["matmul"]["gflops_per_second"]
-    lines = ["## Training", "",
-             "| model | XLA | target tokens/s | ms per step | GFLOP/s | "
-             "share of matmul ceiling | peak RSS MiB (over start) | "
-             "parameters | first step s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## Training", ""]
+    figures = next((r["batch_figures"] for r in results["training"]
+                    if "batch_figures" in r), None)
+    if figures:
+        real, padded = (figures["real_target_tokens"],
+                        figures["padded_target_tokens"])
+        lines += [
+            f"Each repeat: {figures['batches']} batches, {figures['pairs']:,}"
+            f" pairs, {real:,} real target tokens in {padded:,} padded "
+            f"({1 - real / padded:.0%} padding); batch shapes (pairs, "
+            f"source, target): {figures['shapes']}. Target tokens/s count "
+            "real tokens; GFLOP/s count the padded products.", ""]
+    lines += ["| model | precision | XLA | real target tokens/s | ms per "
+              "batch | GFLOP/s | share of matmul ceiling | peak RSS MiB "
+              "(over start) | parameters | first pass s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for run in results["training"]:
         label = TRAINING_LABELS.get(run["peer"], run["peer"])
         xla = "yes" if run["jit_compile"] else "no"
+        precision = run.get("precision", "float32")
         if "error" in run:
-            lines.append(f"| {label} | {xla} | failed: {run['error'][:120]}"
-                         " | | | | | | |")
+            lines.append(f"| {label} | {precision} | {xla} | failed: "
+                         f"{run['error'][:120]} | | | | | | |")
             continue
         low, high = run["tokens_per_second_range"]
         rss = run["peak_rss_bytes"]
         lines.append(
-            f"| {label} | {xla} | {run['target_tokens_per_second']:,.0f} "
+            f"| {label} | {precision} | {xla} | "
+            f"{run['target_tokens_per_second']:,.0f} "
             f"({low:,.0f}–{high:,.0f}) | {_span(run['seconds_per_step'])} | "
             f"{run['gflops_per_second']:.1f} | "
             f"{run['gflops_per_second'] / ceiling:.0%} | {_mib(rss)} "
             f"({_mib(rss - run['baseline_rss_bytes'])}) | "
             f"{run['parameters']:,} | {run['first_step_seconds']:.1f} |")
-    return lines
+    return lines + _loss_agreement(results)
+
+
+def _loss_agreement(results):
+    check = results.get("loss_agreement")
+    if not check:
+        return []
+    if "error" in check:
+        return ["", f"Loss agreement run failed: {check['error'][:300]}"]
+    final, first = check["final_loss"], check["first_loss"]
+    return [
+        "", f"Loss agreement: our model from the same weights on the same "
+        f"{check['steps']} batches of {check['batch_tokens']:,} tokens "
+        "(targets: the sources reversed).", "",
+        "| precision | first loss | final loss (mean of last 10%) | "
+        "seconds |", "|---|---|---|---|",
+        *(f"| {p} | {first[p]:.4f} | {final[p]:.4f} | "
+          f"{check['seconds'][p]:.0f} |" for p in final),
+        "", f"Final-loss difference (bfloat16 - float32): "
+        f"{check['final_loss_difference']:+.4f}."]
 
 
 def _decoding(results, mode, title):
@@ -346,6 +398,8 @@ def _notes(results):
     lines = ["## Notes", ""]
     for name, seconds in results.get("export_seconds", {}).items():
         lines.append(f"- Export {name}: {seconds:.1f} s.")
+    for name, size in results.get("file_bytes", {}).items():
+        lines.append(f"- Token graph {name}: {size / 2 ** 20:.1f} MiB.")
     for runtime, reason in results.get("unavailable", {}).items():
         lines.append(f"- {LABELS.get(runtime, runtime)} not measured: "
                      f"{reason[:300]}")

@@ -28,7 +28,7 @@ def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
 
 def export_run(run_dir: str, out_dir: str, format: str = "all",
                texts: list[str] | None = None,
-               settings=None) -> dict:
+               settings=None, quantize: str | None = None) -> dict:
     """Exports and verifies a run; returns {"saved_model": ..., "onnx": ...}.
 
     Args:
@@ -40,10 +40,17 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
             samples.txt (held-out sentences, >= 50 when available).
         settings: `SearchSettings` the exports run with; defaults to
             those of the run's task (`SearchSettings.for_config`).
+        quantize: None or "int8": ONNX graphs with int8 MatMul weights
+            (`export_onnx`); only with format "onnx" or "all".
     """
     if format not in FORMATS:
         raise ValueError(
             f"`format` must be one of {FORMATS}. Received: format={format!r}")
+    if quantize is not None and format not in ("onnx", "all"):
+        raise ValueError(
+            "`quantize` applies to ONNX exports (format 'onnx' or 'all'); "
+            f"CTranslate2 has 'ctranslate2-int8'. Received: quantize="
+            f"{quantize!r}, format={format!r}")
     from keras_transformer.runs import load_translator
 
     translator = load_translator(run_dir, settings=settings)
@@ -65,7 +72,8 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         # Verified against the Translator and, when written, the SavedModel.
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
                                      texts=texts,
-                                     saved_model_dir=saved_model_dir)
+                                     saved_model_dir=saved_model_dir,
+                                     quantize=quantize)
     if format.startswith("ctranslate2"):
         from keras_transformer.export.ctranslate2 import export_ctranslate2
         quantization = "int8" if format.endswith("int8") else None

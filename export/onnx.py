@@ -43,6 +43,11 @@ from keras_transformer.export.onnx_graph import (  # noqa: F401
     _graphs,
     _name_dims,
 )
+from keras_transformer.export.onnx_quantize import (
+    check_quantize,
+    matmul_counts,
+    quantize_search,
+)
 from keras_transformer.export.onnx_runtime import (
     CONFIG_FILE,
     FORMAT,
@@ -176,7 +181,9 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 texts: list[str] | None = None, source_ids=None,
                 saved_model_dir: str | os.PathLike | None = None,
                 verify: bool = True,
-                score_tolerance: float = 1e-3) -> dict:
+                score_tolerance: float = 1e-3,
+                quantize: str | None = None,
+                min_agreement: float = 0.95) -> dict:
     """Writes the searches of `translator` as ONNX graphs and verifies them.
 
     Writes, for each of `modes`, `GRAPH_FILES[mode]` (token graph) and
@@ -194,6 +201,14 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         texts, source_ids, saved_model_dir, score_tolerance: as in
             `verify_onnx`.
         verify: bool, run `verify_onnx`. Defaults to True.
+        quantize: None (float32 weights, the default) or "int8": each
+            token graph goes through `export.onnx_quantize.quantize_search`
+            (int8 MatMul weights, Loop body included) before the text graph
+            embeds it. An int8 export cannot give the float32 ids on every
+            sentence: `verify_onnx` then requires the TensorFlow ids on at
+            least `min_agreement` of them instead of all.
+        min_agreement: float in (0, 1], the share of sentences an int8
+            export must translate as TensorFlow does. Defaults to 0.95.
 
     Returns:
         A report dict: `out_dir`, `opset`, `files` (name -> bytes),
@@ -201,7 +216,10 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         bytes of constants in the token graph), `nodes` and `op_types`
         (mode -> count by op type in the token graph, subgraphs included),
         `text_nodes` and `text_op_types` (the same for the text graph),
-        `conversion_seconds` (mode -> seconds, both graphs) and
+        `conversion_seconds` (mode -> seconds, both graphs),
+        `quantization` (None or "int8"), `float32_bytes` (mode -> bytes
+        of the token graph before quantization), `matmuls` (mode ->
+        `export.onnx_quantize.matmul_counts` of the token graph) and
         `verification` (the `verify_onnx` report, or None).
 
     Raises:
@@ -219,6 +237,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     {'beam': 69, 'greedy': 69}
     """
     check_translator(translator)
+    check_quantize(quantize)
     protos = [_model_proto(translator, side) for side in ("source", "target")]
     if check_int("opset", opset, MIN_OPSET) > MAX_OPSET:
         raise ValueError(
@@ -242,10 +261,15 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                   for v in translator.model.weights),
               "weights_bytes": {}, "nodes": {}, "op_types": {},
               "text_nodes": {}, "text_op_types": {},
-              "conversion_seconds": {}}
+              "conversion_seconds": {}, "quantization": quantize,
+              "matmuls": {}, "float32_bytes": {}}
     for mode in modes:
         start = time.perf_counter()
         model = convert_search(translator, mode, opset)
+        if quantize is not None:
+            report["float32_bytes"][mode] = model.ByteSize()
+            model = quantize_search(model, quantize)
+        report["matmuls"][mode] = matmul_counts(model)
         onnx.save(model, os.path.join(out_dir, GRAPH_FILES[mode]))
         text_model = build_text_model(
             model, *protos, max_source_tokens=int(translator.source_limit),
@@ -268,8 +292,8 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     translator.target_tokenizer.save(os.path.join(out_dir, TARGET_MODEL))
     # The configuration last: a directory with one lists complete graphs.
     with open(config_path, "w", encoding="utf-8") as file:
-        json.dump(_runtime_config(translator, opset, modes), file, indent=2,
-                  sort_keys=True)
+        json.dump(_runtime_config(translator, opset, modes, quantize), file,
+                  indent=2, sort_keys=True)
     for name in (*(GRAPH_FILES[mode] for mode in modes),
                  *(TEXT_GRAPH_FILES[mode] for mode in modes), SOURCE_MODEL,
                  TARGET_MODEL, CONFIG_FILE):
@@ -277,7 +301,9 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     report["verification"] = verify_onnx(
         out_dir, translator, texts=texts, source_ids=source_ids,
         saved_model_dir=saved_model_dir,
-        score_tolerance=score_tolerance) if verify else None
+        score_tolerance=score_tolerance,
+        min_agreement=1.0 if quantize is None else min_agreement,
+    ) if verify else None
     return report
 
 
@@ -293,10 +319,11 @@ def _model_proto(translator, side):
     return proto
 
 
-def _runtime_config(translator, opset, modes):
+def _runtime_config(translator, opset, modes, quantize):
     """What `OnnxTranslator` needs besides the graphs and models."""
     return {
         "format": FORMAT, "version": VERSION, "opset": opset,
+        "quantization": quantize,
         "graphs": {mode: GRAPH_FILES[mode] for mode in modes},
         "text_graphs": {mode: TEXT_GRAPH_FILES[mode] for mode in modes},
         "custom_op_domains": {"text_graphs": "ai.onnx.contrib "

@@ -17,8 +17,13 @@ compares it with TensorFlow on the same sentences: the given texts plus
   as the same raw bytes (`onnx_runtime.text_feed`).
 
 Scores must be within `score_tolerance` (onnxruntime sums in another order
-than TensorFlow). `graph_summary` counts what a graph holds (op types,
-constant bytes, duplicated constants) for the export's report.
+than TensorFlow). An int8 export (`"quantization": "int8"` in its
+configuration, `export.onnx_quantize`) cannot match float32 TensorFlow on
+every sentence: its ids (or strings) must equal TensorFlow's on at least
+`min_agreement` of the sentences (`INT8_MIN_AGREEMENT` by default), and
+its scores are reported, not checked. `graph_summary` counts what a
+graph holds (op types, constant bytes, duplicated constants) for the
+export's report.
 """
 
 import base64
@@ -44,7 +49,7 @@ from keras_transformer.export.onnx_runtime import (
 )
 from onnx import numpy_helper
 
-from keras_transformer.checks import check_int
+from keras_transformer.checks import check_float, check_int
 from keras_transformer.text.special_tokens import PAD_ID
 
 # The Translator's tf.functions that each graph is checked against.
@@ -53,6 +58,8 @@ SEARCH_FUNCTIONS = {"beam": "translate_tokens",
 TEXT_FUNCTIONS = {"beam": "translate", "greedy": "translate_greedy"}
 TEXT_SIGNATURES = {"beam": "serving_default", "greedy": "translate_greedy"}
 DEFAULT_NUM_SENTENCES = 64
+# The share of sentences an int8 export must translate as float32 does.
+INT8_MIN_AGREEMENT = 0.95
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
@@ -117,7 +124,8 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
                 texts=None, source_ids=None,
                 saved_model_dir: str | os.PathLike | None = None,
                 batch_size: int = 32, score_tolerance: float = 1e-3,
-                strict: bool = True) -> dict:
+                strict: bool = True,
+                min_agreement: float | None = None) -> dict:
     """Runs the exported graphs in onnxruntime and compares with TensorFlow.
 
     Args:
@@ -134,6 +142,11 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             Defaults to 1e-3.
         strict: bool, raise on the first difference (default); if False,
             the differences are listed under `mismatches`.
+        min_agreement: optional float in (0, 1]: below 1, the ids (and
+            strings) must equal TensorFlow's on at least this share of
+            the sentences, scores are not checked and the differences are
+            listed under `mismatches`. Defaults to 1 for a float32 export
+            and `INT8_MIN_AGREEMENT` for a quantized one.
 
     Returns:
         A report dict: `sentences`; `identical` (mode -> sentences whose
@@ -143,23 +156,38 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
         `text` (the same figures for the text graphs: `sentences`,
         `identical`, `saved_model_identical` (mode -> count, or None
         without a SavedModel), `max_score_difference`, `onnxruntime_seconds`
-        (in the subprocess), `tensorflow_seconds`); `mismatches`.
+        (in the subprocess), `tensorflow_seconds`); `mismatches`;
+        `quantization` (the export's, or None), `min_agreement` and
+        `agreement` (graph file -> share of sentences equal to the
+        Translator's).
 
     Raises:
         ValueError: outputs or scores differ (naming the graph, the
-            sentence and both outputs), or an argument is invalid.
+            sentence and both outputs), fewer than `min_agreement` of
+            the sentences agree, or an argument is invalid.
         RuntimeError: the text-graph subprocess failed.
     """
     check_translator(translator)
     config = read_config(onnx_dir)
     check_int("batch_size", batch_size, 1)
+    quantization = config.get("quantization")
+    if min_agreement is None:
+        min_agreement = 1.0 if quantization is None else INT8_MIN_AGREEMENT
+    min_agreement = check_float("min_agreement", min_agreement, 0.0)
+    if not 0.0 < min_agreement <= 1.0:
+        raise ValueError(
+            "`min_agreement` must be a share in (0, 1]. Received: "
+            f"min_agreement={min_agreement}")
+    if min_agreement < 1.0:  # Count the differences, check the share.
+        strict, score_tolerance = False, float("inf")
     ids, texts = _verification_inputs(translator, texts, source_ids)
     saved = (tf.saved_model.load(os.fspath(saved_model_dir))
              if saved_model_dir is not None else None)
     report = {"sentences": len(ids), "identical": {},
               "saved_model_identical": None if saved is None else {},
               "max_score_difference": {}, "onnxruntime_seconds": {},
-              "tensorflow_seconds": {}, "mismatches": []}
+              "tensorflow_seconds": {}, "mismatches": [],
+              "quantization": quantization, "min_agreement": min_agreement}
     checker = _Checker(report, score_tolerance, strict)
     for mode, name in sorted(config["graphs"].items()):
         session = make_session(os.path.join(os.fspath(onnx_dir), name))
@@ -186,7 +214,27 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             default_texts(translator) + bad_input_texts(translator))
         report["text"] = _verify_text(onnx_dir, config, translator,
                                       text_texts, saved, batch_size, checker)
+    report["agreement"] = _check_agreement(report, config, min_agreement)
     return report
+
+
+def _check_agreement(report, config, min_agreement):
+    """Share of sentences equal to the Translator's, per graph file."""
+    shares = {}
+    for kind, part in (("graphs", report), ("text_graphs",
+                                            report.get("text"))):
+        for mode, count in (part or {}).get("identical", {}).items():
+            shares[config[kind][mode]] = count / part["sentences"]
+    low = {name: share for name, share in shares.items()
+           if share < min_agreement}
+    if low and min_agreement < 1.0:  # Else `strict` decided.
+        first = "\n".join(report["mismatches"][:3])
+        raise ValueError(
+            f"The ONNX graphs {sorted(low)} give the Translator's output on "
+            f"only {min(low.values()):.1%} of the sentences, fewer than "
+            f"min_agreement={min_agreement} (quantization="
+            f"{config.get('quantization')!r}). First differences:\n{first}")
+    return shares
 
 
 class _Checker:

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "%(default)s)")
     export.add_argument("--out", required=True,
                         help="the output directory")
+    export.add_argument("--quantize", choices=("int8",), default=None,
+                        help="ONNX only: int8 MatMul weights (onnxruntime "
+                             "dynamic quantization, the search loop "
+                             "included), verified against float32 ids")
     _add_search(export)
 
     bench = command("bench", "speed benchmarks")
@@ -369,7 +373,7 @@ def _print_metrics(metrics):
 def _cmd_export(args):
     from keras_transformer.export import export_run
     report = export_run(args.run, args.out, args.format,
-                        settings=_settings(args))
+                        settings=_settings(args), quantize=args.quantize)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

@@ -1,0 +1,256 @@
+"""int8 weights for an exported search graph, Loop body included.
+
+`quantize_search(model, "int8")` applies onnxruntime's dynamic quantization
+(`onnxruntime.quantization.quantize_dynamic`): the weights of every MatMul
+with a constant right-hand side become int8 (signed, one scale per output
+column), and each activation is quantized to uint8 on the fly. uint8 x
+int8 is the product that AVX-512 VNNI (and AVX2) multiply natively, and
+that onnxruntime fuses into `MatMulIntegerToFloat`. The embedding tables
+(Gather) keep float32: stored in int8 as well (one scale per table) they
+made the "small" model's file 3.2x smaller instead of 1.6x, but flipped
+2-4% more of its translations on a real corpus (the .po corpus of
+`benchmarks/po_corpus.py`), and the tiny test model fell under
+`onnx_verify.INT8_MIN_AGREEMENT`.
+
+`quantize_dynamic` walks Loop bodies (`EnableSubgraph`), but on a tf2onnx
+search graph it quantizes none of the decoder's MatMuls: TensorFlow's
+`while_loop` passes every weight the body reads as a loop-carried value,
+and the body reshapes or transposes it at each step, so no MatMul there
+has a constant right-hand side. Three rewrites first make them constant,
+each exact in float32:
+
+- `_hoist_loop_invariants`: a carried value that the body passes through
+  unchanged and that starts as an initializer is read from the outer
+  scope instead, and its slot is removed from the Loop;
+- `_fold_weight_views`: a Reshape or Transpose of an initializer (the
+  attention weights (D, H, K) -> (D, H*K), the tied embedding's
+  transpose) becomes an initializer of its own;
+- `_einsums_to_matmuls`: the encoder's projection Einsums
+  ("abc,cde->abde", "abcd,cde->abe") become Reshape + MatMul.
+
+References:
+    onnxruntime, "Quantize ONNX models",
+    https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
+"""
+
+import collections
+import os
+import tempfile
+
+import numpy as np
+import onnx
+from keras_transformer.export.onnx_graph import (
+    _compact,
+    _drop_unused_initializers,
+    _graphs,
+    _name_dims,
+)
+from onnx import helper, numpy_helper
+
+QUANTIZATIONS = ("int8",)
+# Op types of a quantized MatMul, before and after onnxruntime's fusions.
+QUANTIZED_MATMULS = ("MatMulInteger", "DynamicQuantizeMatMul",
+                     "MatMulIntegerToFloat")
+_QUANTIZED_OPS = ("MatMul",)
+_EINSUMS = {"abc,cde->abde", "abcd,cde->abe"}
+
+
+def check_quantize(quantize) -> str | None:
+    """Returns `quantize` if it is None or one of `QUANTIZATIONS`."""
+    if quantize is not None and (not isinstance(quantize, str)
+                                 or quantize not in QUANTIZATIONS):
+        raise ValueError(
+            f"`quantize` must be None (float32) or one of {QUANTIZATIONS}. "
+            f"Received: quantize={quantize!r}")
+    return quantize
+
+
+def quantize_search(model: onnx.ModelProto,
+                    quantize: str = "int8") -> onnx.ModelProto:
+    """Returns a copy of a search graph with int8 MatMul weights.
+
+    Args:
+        model: an `onnx.ModelProto` from `export.onnx.convert_search`.
+        quantize: str, the quantization; only "int8" for now.
+
+    Returns:
+        A new `onnx.ModelProto` with the same inputs and outputs; every
+        MatMul with a weight operand, in the main graph and in the Loop
+        body, is a `MatMulInteger` after a `DynamicQuantizeLinear`.
+
+    Raises:
+        ValueError: `quantize` is not one of `QUANTIZATIONS`.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if check_quantize(quantize) is None:
+        raise ValueError(
+            f"`quantize` must be one of {QUANTIZATIONS}. "
+            f"Received: quantize={quantize!r}")
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    _hoist_loop_invariants(prepared.graph)
+    _fold_weight_views(prepared.graph)
+    _einsums_to_matmuls(prepared.graph)
+    _drop_unused_initializers(prepared.graph)
+    # onnxruntime's pre-processing (shape inference, graph fusions) has no
+    # effect on these graphs: mark it done, so the quantizer does not log
+    # a warning to run it.
+    onnx.helper.set_model_props(
+        prepared, {"onnx.quant.pre_process": "onnxruntime.quant"})
+    with tempfile.TemporaryDirectory(prefix="kt-quantize-") as tmp:
+        path = os.path.join(tmp, "quantized.onnx")
+        quantize_dynamic(
+            prepared, path, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=list(_QUANTIZED_OPS),
+            extra_options={"EnableSubgraph": True,
+                           "MatMulConstBOnly": True})
+        quantized = onnx.load(path)
+    # The quantizer drops the metadata and renames nothing else.
+    quantized.producer_name = model.producer_name
+    quantized.graph.name = model.graph.name
+    del quantized.metadata_props[:]
+    _compact(quantized.graph)
+    _name_dims(quantized.graph)
+    onnx.checker.check_model(quantized)
+    return quantized
+
+
+def matmul_counts(model: onnx.ModelProto) -> dict:
+    """Float and quantized MatMuls, in the main graph and in subgraphs.
+
+    Returns:
+        {"main": {"float": n, "int8": n}, "loop_body": {...}}: MatMul
+        nodes against `QUANTIZED_MATMULS` nodes.
+    """
+    counts = {"main": collections.Counter(),
+              "loop_body": collections.Counter()}
+    for graph, parents in _graphs(model.graph):
+        where = counts["loop_body" if parents else "main"]
+        for node in graph.node:
+            if node.op_type == "MatMul":
+                where["float"] += 1
+            elif node.op_type in QUANTIZED_MATMULS:
+                where["int8"] += 1
+    return {key: {"float": value["float"], "int8": value["int8"]}
+            for key, value in counts.items()}
+
+
+# -- rewrites that make the weights constant (exact in float32) -----------
+
+def _hoist_loop_invariants(main):
+    """Reads carried values that never change from the outer scope."""
+    initializers = {t.name for t in main.initializer}
+    used_outside = collections.Counter(
+        name for node in main.node for name in node.input)
+    used_outside.update(output.name for output in main.output)
+    for loop in [n for n in main.node if n.op_type == "Loop"]:
+        body = next(a.g for a in loop.attribute if a.name == "body")
+        # Loop inputs: M, cond, carried...; body inputs: i, cond,
+        # carried...; body outputs: cond, carried..., scanned...
+        drop = []
+        for slot in range(2, len(loop.input)):
+            outer, inner = loop.input[slot], body.input[slot].name
+            if (outer not in initializers
+                    or body.output[slot - 1].name != inner
+                    or used_outside[loop.output[slot - 2]]):
+                continue
+            for node in body.node:
+                node.input[:] = [outer if name == inner else name
+                                 for name in node.input]
+            drop.append(slot)
+        for slot in reversed(drop):
+            del loop.input[slot]
+            del body.input[slot]
+            del body.output[slot - 1]
+            del loop.output[slot - 2]
+
+
+def _constants(graph, outer):
+    """Name -> array of the initializers and Constant nodes of `graph`."""
+    values = dict(outer)
+    values.update((t.name, numpy_helper.to_array(t))
+                  for t in graph.initializer)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(
+                node.attribute[0].t)
+    return values
+
+
+def _fold_weight_views(main):
+    """Turns Reshape/Transpose of a weight, in any graph, into a weight."""
+    weights = {t.name for t in main.initializer}
+    folded = {}
+    for graph, parents in _graphs(main):
+        outer = {}
+        for parent in parents:
+            outer = _constants(parent, outer)
+        values = _constants(graph, outer)
+        keep = []
+        for node in graph.node:
+            value = None
+            if node.input and node.input[0] in weights and all(
+                    name in values for name in node.input):
+                data = values[node.input[0]]
+                if node.op_type == "Reshape":
+                    # A 0 in an ONNX shape keeps that dimension.
+                    shape = [data.shape[i] if size == 0 else int(size)
+                             for i, size in enumerate(values[node.input[1]])]
+                    value = data.reshape(shape)
+                elif node.op_type == "Transpose":
+                    permutation = next(
+                        (list(a.ints) for a in node.attribute
+                         if a.name == "perm"), None)
+                    value = np.transpose(data, permutation)
+            if value is None or value.ndim != 2:
+                keep.append(node)
+                continue
+            folded[node.output[0]] = value
+        if len(keep) != len(graph.node):
+            del graph.node[:]
+            graph.node.extend(keep)
+    for name, value in folded.items():
+        main.initializer.append(numpy_helper.from_array(
+            np.ascontiguousarray(value), name))
+
+
+def _einsums_to_matmuls(main):
+    """The encoder's projection Einsums as Reshape + MatMul + Reshape."""
+    weights = {t.name: t for t in main.initializer}
+    nodes = []
+    for node in main.node:
+        equation = next((a.s.decode() for a in node.attribute
+                         if a.name == "equation"), "")
+        if (node.op_type != "Einsum" or equation not in _EINSUMS
+                or node.input[1] not in weights):
+            nodes.append(node)
+            continue
+        x, name, out = node.input[0], node.input[1], node.output[0]
+        kernel = numpy_helper.to_array(weights[name])
+        c, d, e = kernel.shape
+        flat = f"{name}/matmul_kernel"
+        main.initializer.append(numpy_helper.from_array(
+            kernel.reshape(c, d * e) if equation == "abc,cde->abde"
+            else kernel.reshape(c * d, e), flat))
+        shapes = {"in": f"{out}/in_shape", "out": f"{out}/out_shape"}
+        if equation == "abc,cde->abde":
+            # (B, T, D) @ (D, H*K) -> (B, T, H, K)
+            main.initializer.append(numpy_helper.from_array(
+                np.array([0, 0, d, e], np.int64), shapes["out"]))
+            nodes += [helper.make_node("MatMul", [x, flat], [f"{out}/flat"],
+                                       name=f"{node.name}/matmul"),
+                      helper.make_node("Reshape", [f"{out}/flat",
+                                                   shapes["out"]], [out],
+                                       name=f"{node.name}/reshape")]
+        else:
+            # (B, T, H, K) -> (B, T, H*K) @ (H*K, D) -> (B, T, D)
+            main.initializer.append(numpy_helper.from_array(
+                np.array([0, 0, c * d], np.int64), shapes["in"]))
+            nodes += [helper.make_node("Reshape", [x, shapes["in"]],
+                                       [f"{out}/flat"],
+                                       name=f"{node.name}/reshape"),
+                      helper.make_node("MatMul", [f"{out}/flat", flat],
+                                       [out], name=f"{node.name}/matmul")]
+    del main.node[:]
+    main.node.extend(nodes)

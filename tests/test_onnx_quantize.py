@@ -1,0 +1,200 @@
+"""Tests for the int8 ONNX export: export/onnx_quantize.py and its checks.
+
+The rewrites are checked on small hand-made graphs (fast, no TensorFlow
+model); the whole export on the session's tiny trained run
+(`conftest.trained_run`), verified on its held-out sentences. Text graphs
+run only in subprocesses (onnxruntime-extensions crashes a process that
+has imported TensorFlow).
+"""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from keras_transformer.export.onnx_quantize import (
+    _einsums_to_matmuls,
+    check_quantize,
+    matmul_counts,
+    quantize_search,
+)
+from keras_transformer.export.onnx_verify import (
+    INT8_MIN_AGREEMENT,
+    _check_agreement,
+)
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _run(model, **feeds):
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def carried_weight_loop(steps=3):
+    """x (1, 8) -> x @ W, `steps` times; W (8, 2, 4) is a carried value.
+
+    As tf2onnx writes a `tf.while_loop`: the weight enters the Loop as a
+    carried value that the body passes through unchanged, and the body
+    reshapes it to (8, 8) at every step.
+    """
+    rng = np.random.default_rng(0)
+    weight = (rng.normal(size=(8, 2, 4)) / 3).astype(np.float32)
+    value = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Reshape", ["w_in", "flat_shape"], ["w_flat"]),
+         helper.make_node("MatMul", ["x_in", "w_flat"], ["x_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [value("i", TensorProto.INT64, []),
+         value("cond_in", TensorProto.BOOL, []),
+         value("x_in", TensorProto.FLOAT, [1, 8]),
+         value("w_in", TensorProto.FLOAT, [8, 2, 4])],
+        [value("cond_out", TensorProto.BOOL, []),
+         value("x_out", TensorProto.FLOAT, [1, 8]),
+         value("w_in", TensorProto.FLOAT, [8, 2, 4])],
+        [numpy_helper.from_array(np.array([8, 8], np.int64), "flat_shape")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "", "x", "weight"],
+                          ["y", "weight_out"], body=body)],
+        "search", [value("x", TensorProto.FLOAT, [1, 8])],
+        [value("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(weight, "weight"),
+         numpy_helper.from_array(np.array(steps, np.int64), "steps")])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("quantize", ["int4", "INT8", 8, True, ""])
+def test_check_quantize_names_the_argument(quantize):
+    with pytest.raises(ValueError, match=r"`quantize` must be None .*"
+                       r"Received: quantize="):
+        check_quantize(quantize)
+
+
+def test_check_quantize_accepts_none_and_int8():
+    assert check_quantize(None) is None
+    assert check_quantize("int8") == "int8"
+    with pytest.raises(ValueError, match="`quantize` must be one of"):
+        quantize_search(carried_weight_loop(), None)
+
+
+def test_quantize_search_quantizes_the_loop_body_matmul():
+    model = carried_weight_loop()
+    assert matmul_counts(model) == {"main": {"float": 0, "int8": 0},
+                                    "loop_body": {"float": 1, "int8": 0}}
+    quantized = quantize_search(model)
+    assert matmul_counts(quantized) == {"main": {"float": 0, "int8": 0},
+                                        "loop_body": {"float": 0, "int8": 1}}
+    loop = next(n for n in quantized.graph.node if n.op_type == "Loop")
+    # The weight is read from the outer scope: its carried slot is gone.
+    assert list(loop.input) == ["steps", "", "x"]
+    assert [i.name for i in quantized.graph.input] == ["x"]
+    x = np.random.default_rng(1).normal(size=(1, 8)).astype(np.float32)
+    (expected,) = _run(model, x=x)
+    (got,) = _run(quantized, x=x)
+    # Three steps of 8-bit products: about 1% of the values' scale.
+    np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(
+        expected).max())
+    assert not np.array_equal(got, expected)  # Really int8.
+
+
+@pytest.mark.parametrize("equation, x_shape, w_shape", [
+    ("abc,cde->abde", (2, 3, 4), (4, 2, 5)),
+    ("abcd,cde->abe", (2, 3, 2, 5), (2, 5, 4))])
+def test_einsums_become_exact_matmuls(equation, x_shape, w_shape):
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=w_shape).astype(np.float32)
+    out_rank = len(equation.split("->")[1])
+    graph = helper.make_graph(
+        [helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation,
+                          name="projection")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                            x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       [None] * out_rank)],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17)])
+    x = rng.normal(size=x_shape).astype(np.float32)
+    (expected,) = _run(model, x=x)
+    _einsums_to_matmuls(model.graph)
+    assert [n.op_type for n in model.graph.node].count("MatMul") == 1
+    assert "Einsum" not in [n.op_type for n in model.graph.node]
+    (got,) = _run(model, x=x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# -- int8 export of the tiny trained run (slow) -------------------------------
+
+@pytest.fixture(scope="module")
+def int8_export(translator, trained_run, tmp_path_factory):
+    from keras_transformer.export import verification_texts
+    from keras_transformer.export.onnx import export_onnx
+
+    out_dir = tmp_path_factory.mktemp("onnx_int8")
+    texts = verification_texts(trained_run)
+    report = export_onnx(translator, out_dir, texts=texts, quantize="int8")
+    return out_dir, report, texts
+
+
+@pytest.mark.slow
+def test_int8_export_quantizes_the_loop_body_and_agrees(int8_export):
+    out_dir, report, texts = int8_export
+    assert report["quantization"] == "int8"
+    with open(os.path.join(out_dir, "onnx_config.json")) as file:
+        assert json.load(file)["quantization"] == "int8"
+    verification = report["verification"]
+    print("int8 agreement:", verification["agreement"],
+          "float32 bytes:", report["float32_bytes"],
+          "files:", report["files"])
+    assert verification["quantization"] == "int8"
+    assert verification["min_agreement"] == INT8_MIN_AGREEMENT
+    assert verification["sentences"] == len(texts) + 5  # + bad inputs
+    assert len(verification["agreement"]) == 4  # token and text graphs
+    assert min(verification["agreement"].values()) >= INT8_MIN_AGREEMENT
+    for mode in ("beam", "greedy"):
+        counts = report["matmuls"][mode]
+        ops = report["op_types"][mode]
+        # Every weight product is int8; what stays float32 are the
+        # attention products (scores and values: 2 per attention).
+        assert counts["loop_body"]["int8"] > 0
+        assert counts["main"]["int8"] > 0
+        assert counts["loop_body"]["float"] == counts["main"]["float"] * 2
+        assert ops["DynamicQuantizeLinear"] > 0 and "Einsum" not in ops
+        # The embedding tables stay float32 (onnx_quantize's docstring):
+        # on this model they are a third of the weights.
+        graph = f"{mode}.onnx"
+        assert report["files"][graph] < report["float32_bytes"][mode] * 0.6
+
+
+def test_agreement_below_the_bar_is_an_error():
+    config = {"quantization": "int8", "graphs": {"beam": "beam.onnx"},
+              "text_graphs": {"beam": "beam_text.onnx"}}
+    report = {"sentences": 20, "identical": {"beam": 19},
+              "mismatches": ["sentence 3 differs"],
+              "text": {"sentences": 20, "identical": {"beam": 18}}}
+    assert _check_agreement(report, config, 0.9) == {
+        "beam.onnx": 0.95, "beam_text.onnx": 0.9}
+    with pytest.raises(ValueError, match=r"(?s)\[.beam_text.onnx.\] .* only "
+                       r"90.0% .* min_agreement=0.95 .*sentence 3"):
+        _check_agreement(report, config, 0.95)
+
+
+@pytest.mark.slow
+def test_verification_rejects_a_bad_min_agreement(int8_export, translator):
+    from keras_transformer.export.onnx_verify import verify_onnx
+
+    out_dir, _, texts = int8_export
+    for value in (0.0, 1.5):
+        with pytest.raises(ValueError, match="`min_agreement` must be a "
+                           "share in"):
+            verify_onnx(out_dir, translator, texts=texts[:4],
+                        min_agreement=value)
+    with pytest.raises(TypeError, match="`min_agreement` must be a float"):
+        verify_onnx(out_dir, translator, texts=texts[:4],
+                    min_agreement="high")
