@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tf.distribute strategy: one device, every "
                             "local GPU, or the workers of TF_CONFIG "
                             "(default: %(default)s)")
+    train.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                       default=None,
+                       help="Keras backend to train on (sets KERAS_BACKEND; "
+                            "default: KERAS_BACKEND, else tensorflow); "
+                            "every other command reads the run it writes "
+                            "under TensorFlow")
     train.add_argument("--set", action="append", default=[],
                        metavar="FIELD=VALUE",
                        help="override a TransformerConfig field (JSON "
@@ -399,6 +405,17 @@ COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
             "quickstart": _cmd_quickstart, "bench": _cmd_bench}
 
 
+def _set_backend(backend: str) -> None:
+    """Sets Keras' backend; it must happen before Keras is imported."""
+    loaded = sys.modules.get("keras")
+    if loaded is not None and loaded.backend.backend() != backend:
+        raise ValueError(
+            "`--backend` must be chosen before Keras is imported; "
+            f"this process already runs Keras on "
+            f"{loaded.backend.backend()}. Received: --backend {backend}")
+    os.environ["KERAS_BACKEND"] = backend
+
+
 def main(argv=None) -> int:
     """Runs the `keras-transformer` command.
 
@@ -411,6 +428,8 @@ def main(argv=None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "backend", None):
+            _set_backend(args.backend)
         from keras_transformer import _logging
 
         _logging.configure(verbose=args.verbose)

@@ -135,6 +135,17 @@ class Transformer(keras.Model):
         self.dtype_policy = self.encoder.dtype_policy
         self.config = config
 
+    def __setattr__(self, name, value):
+        # PyTorch's Module takes no attribute before `Module.__init__`,
+        # which keras.Model's functional constructor runs only after the
+        # parts above exist. The graph tracks the parts, so until then a
+        # plain attribute is all they need (as keras-hub's backbones do).
+        if ("_tracker" not in self.__dict__
+                and keras.backend.backend() == "torch"):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
     def _project(self, hidden):
         """(B, T, D) -> logits (B, T, V), tied or not (§3.4)."""
         if self.output_projection is None:

@@ -310,3 +310,14 @@ def test_cli_is_quiet_unless_verbose(tmp_path):
     assert quiet.returncode == 2, quiet.stderr
     assert len(quiet.stderr.splitlines()) == 1, quiet.stderr
     assert quiet.stderr.startswith("error: "), quiet.stderr
+
+
+def test_backend_flag_refuses_a_keras_already_on_another_backend(capsys):
+    import keras
+
+    from keras_transformer.cli import main
+
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    assert main(["train", "--data", "d.tsv", "--run", "r", "--backend",
+                 other]) == 2
+    assert "`--backend`" in capsys.readouterr().err

@@ -406,7 +406,8 @@ def test_config_and_models(trained):
     assert config["source_vocab_size"] == translator.source_vocab_size
     assert config["search_settings"] == translator.settings.to_dict() == {
         "beam_size": 4, "length_penalty": 0.6, "extra_length": 50,
-        "max_source_tokens": None}
+        "max_source_tokens": None, "max_output_tokens": None,
+        "min_length": 0, "no_repeat_ngram_size": 0}
     assert (config["pad_id"], config["unk_id"], config["start_id"],
             config["end_id"]) == (0, 1, 2, 3)
     assert config["inputs"] == {

@@ -7,9 +7,14 @@ token at index 0), `logits` are [B, V], and `cache` is a nested structure
 of tensors that all have the batch as their leading dimension and keep
 their shapes from step to step.
 
-Both searches are a single `tf.while_loop` over fixed-shape buffers, so
-they run eagerly, in `tf.function` (with `jit_compile=True` when
-`max_length` is a python int) and convert to ONNX with tf2onnx.
+Both searches are a single while loop over fixed-shape buffers, written
+once against the small set of operations in `_ops` (the one backend seam).
+On Keras' TensorFlow backend that is a `tf.while_loop` of the same `tf` ops
+as ever, so it runs eagerly, in `tf.function` (with `jit_compile=True` when
+`max_length` is a python int) and converts to ONNX with tf2onnx. On JAX it
+is a `jax.lax.while_loop` of `keras.ops` (`max_length` must then be a
+python int, as for XLA on TensorFlow) and on PyTorch a Python loop; both
+give TensorFlow's ids.
 
 Shapes: B batch, K beam size, L maximum output length, V vocabulary.
 """

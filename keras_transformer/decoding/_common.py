@@ -1,12 +1,16 @@
-"""Constants, argument checks and tensor helpers shared by the searches."""
+"""Constants, argument checks and tensor helpers shared by the searches.
+
+Tensor work goes through `_ops.backend_ops()` (see `_ops`), so the same
+code runs on Keras' TensorFlow, JAX and PyTorch backends.
+"""
 
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import tensorflow as tf
+import keras
 
 from keras_transformer.checks import check_float, check_int, is_int
+from keras_transformer.decoding import _ops
 from keras_transformer.inference import (  # noqa: F401 (re-exported)
     DEFAULT_BEAM_SIZE,
     DEFAULT_EXTRA_LENGTH,
@@ -25,7 +29,32 @@ LENGTH_PENALTY_DIVISOR = LENGTH_PENALTY_OFFSET + 1.0
 
 NEG_INF = float("-inf")
 
-StepFn = Callable[[tf.Tensor, tf.Tensor, Any], tuple[tf.Tensor, Any]]
+# Tensors of the running Keras backend (tf.Tensor, jax.Array, torch.Tensor).
+StepFn = Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+def _dtype(x) -> str:
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def _is_integer(x) -> bool:
+    return _dtype(x).startswith(("int", "uint"))
+
+
+def _is_floating(x) -> bool:
+    return _dtype(x).startswith(("float", "bfloat"))
+
+
+def _rank(shape) -> int | None:
+    return None if shape is None else len(shape)
+
+
+def _compatible(a, b) -> bool:
+    """Whether two static shapes (tuples, or None for unknown) can agree."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def check_token_ids(end_id: Any, pad_id: Any) -> tuple[int, int]:
@@ -49,32 +78,45 @@ def check_step_fn(step_fn: Any) -> None:
         )
 
 
-def check_max_length(max_length: Any) -> int | tf.Tensor:
-    """Returns `max_length` as a python int or an int32 scalar tensor."""
+def check_max_length(max_length: Any) -> Any:
+    """Returns `max_length` as a python int or an int32 scalar tensor.
+
+    Off TensorFlow the buffers of the search need a static length, so a
+    tensor is read into a python int (a traced JAX value is an error).
+    """
     if is_int(max_length):
         return check_int("max_length", max_length, 1)
-    if not isinstance(max_length, (tf.Tensor, tf.Variable, np.ndarray)):
+    ops = _ops.backend_ops()
+    try:
+        max_length = ops.convert(max_length)
+    except (TypeError, ValueError) as error:
         raise TypeError(
             "`max_length` must be a python int or an integer scalar tensor. "
-            f"Received: max_length={max_length!r}"
-        )
-    max_length = tf.convert_to_tensor(max_length)
-    if not max_length.dtype.is_integer:
+            f"Received: max_length={max_length!r}") from error
+    if not _is_integer(max_length):
         raise TypeError(
             "`max_length` must have an integer dtype. "
             f"Received: max_length={max_length!r}"
         )
-    if max_length.shape.rank not in (None, 0):
+    shape = ops.static_shape(max_length)
+    if _rank(shape) not in (None, 0):
         raise ValueError(
             "`max_length` must be a scalar. "
-            f"Received: max_length with shape {max_length.shape}"
+            f"Received: max_length with shape {shape}"
         )
-    value = tf.get_static_value(max_length)
+    value = ops.static_value(max_length)
     if value is not None and value < 1:
         raise ValueError(
             f"`max_length` must be >= 1. Received: max_length={value}"
         )
-    return tf.cast(max_length, tf.int32)
+    if ops is _ops.TensorFlowOps:
+        return ops.cast(max_length, "int32")
+    if value is None:
+        raise TypeError(
+            "`max_length` must be a python int (or a concrete tensor) on "
+            f"the {keras.backend.backend()} backend, where the search's "
+            f"buffers have static shapes. Received: max_length={max_length}")
+    return int(value)
 
 
 def check_length_penalty(length_penalty: Any) -> float:
@@ -82,36 +124,40 @@ def check_length_penalty(length_penalty: Any) -> float:
     return check_float("length_penalty", length_penalty, 0.0)
 
 
-def check_initial_ids(initial_ids: Any) -> tf.Tensor:
+def check_initial_ids(initial_ids: Any) -> Any:
     """Returns `initial_ids` as an int32 tensor of shape [B]."""
-    initial_ids = tf.convert_to_tensor(initial_ids)
-    if not initial_ids.dtype.is_integer:
+    ops = _ops.backend_ops()
+    initial_ids = ops.convert(initial_ids)
+    if not _is_integer(initial_ids):
         raise TypeError(
             "`initial_ids` must have an integer dtype. "
-            f"Received: initial_ids.dtype={initial_ids.dtype.name}"
+            f"Received: initial_ids.dtype={_dtype(initial_ids)}"
         )
-    if initial_ids.shape.rank not in (None, 1):
+    shape = ops.static_shape(initial_ids)
+    if _rank(shape) not in (None, 1):
         raise ValueError(
             "`initial_ids` must have shape [batch]. "
             f"Received: initial_ids.shape={initial_ids.shape}"
         )
-    return tf.cast(initial_ids, tf.int32)
+    return ops.cast(initial_ids, "int32")
 
 
-def check_cache(initial_cache: Any, initial_ids: tf.Tensor) -> Any:
+def check_cache(initial_cache: Any, initial_ids: Any) -> Any:
     """Converts the cache leaves to tensors and checks their batch dimension."""
     if initial_cache is None:
         return {}
-    cache = tf.nest.map_structure(tf.convert_to_tensor, initial_cache)
+    ops = _ops.backend_ops()
+    cache = ops.map_structure(ops.convert, initial_cache)
     batch_size = initial_ids.shape[0]
     for path, leaf in _leaves_with_paths(cache):
-        if leaf.shape.rank in (None, 0):
+        shape = ops.static_shape(leaf)
+        if _rank(shape) in (None, 0):
             raise ValueError(
                 "Every `initial_cache` tensor must have a known rank and the "
                 f"batch as its leading dimension. Received: "
                 f"initial_cache{path} with shape {leaf.shape}"
             )
-        leading = leaf.shape[0]
+        leading = shape[0]
         if None not in (leading, batch_size) and leading != batch_size:
             raise ValueError(
                 "Every `initial_cache` tensor must have the batch size of "
@@ -121,9 +167,9 @@ def check_cache(initial_cache: Any, initial_ids: tf.Tensor) -> Any:
     return cache
 
 
-def _leaves_with_paths(structure: Any) -> list[tuple[str, tf.Tensor]]:
-    """Pairs each leaf, in `tf.nest.flatten` order, with its key path."""
-    leaves = tf.nest.flatten(structure)
+def _leaves_with_paths(structure: Any) -> list[tuple[str, Any]]:
+    """Pairs each leaf, in flattening order, with its key path."""
+    leaves = _ops.backend_ops().flatten(structure)
     paths = list(_paths(structure))
     if len(paths) != len(leaves):  # A structure type this walk ignores.
         paths = [f"[#{i}]" for i in range(len(leaves))]
@@ -132,7 +178,7 @@ def _leaves_with_paths(structure: Any) -> list[tuple[str, tf.Tensor]]:
 
 def _paths(structure: Any, prefix: str = ""):
     if isinstance(structure, dict):
-        for key in sorted(structure):  # tf.nest's order for dicts.
+        for key in sorted(structure):  # The flattening order of dicts.
             yield from _paths(structure[key], f"{prefix}[{key!r}]")
     elif isinstance(structure, (list, tuple)):
         for i, item in enumerate(structure):
@@ -147,9 +193,10 @@ def _describe(structure: Any) -> str:
 
 
 def call_step_fn(
-    step_fn: StepFn, ids: tf.Tensor, index: tf.Tensor, cache: Any
-) -> tuple[tf.Tensor, Any]:
+    step_fn: StepFn, ids: Any, index: Any, cache: Any
+) -> tuple[Any, Any]:
     """Runs one step; returns float32 logits [B, V] and the checked cache."""
+    ops = _ops.backend_ops()
     outputs = step_fn(ids, index, cache)
     if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
         raise TypeError(
@@ -157,20 +204,22 @@ def call_step_fn(
             f"Received: {type(outputs).__name__} from step_fn={step_fn!r}"
         )
     logits, new_cache = outputs
-    logits = tf.convert_to_tensor(logits)
-    if not logits.dtype.is_floating:
+    logits = ops.convert(logits)
+    if not _is_floating(logits):
         raise TypeError(
             "`step_fn` must return floating point logits. "
-            f"Received: logits.dtype={logits.dtype.name}"
+            f"Received: logits.dtype={_dtype(logits)}"
         )
-    if logits.shape.rank not in (None, 2) or not logits.shape[:1] \
-            .is_compatible_with(ids.shape[:1]):
+    shape = ops.static_shape(logits)
+    if _rank(shape) not in (None, 2) or (
+            shape is not None and not _compatible(
+                shape[:1], (ops.static_shape(ids) or (None,))[:1])):
         raise ValueError(
             "`step_fn` must return logits of shape [batch, vocab] for ids "
             f"of shape {ids.shape}. Received: logits.shape={logits.shape}"
         )
     try:
-        tf.nest.assert_same_structure(cache, new_cache, check_types=False)
+        ops.assert_same_structure(cache, new_cache)
         same_keys = list(_paths(cache)) == list(_paths(new_cache))
     except (ValueError, TypeError):
         same_keys = False
@@ -180,33 +229,31 @@ def call_step_fn(
             f"`initial_cache`. Received: {_describe(new_cache)} for "
             f"{_describe(cache)}"
         )
-    new_leaves = [tf.convert_to_tensor(x) for x in tf.nest.flatten(new_cache)]
+    new_leaves = [ops.convert(x) for x in ops.flatten(new_cache)]
     for (path, old), new in zip(_leaves_with_paths(cache), new_leaves):
-        if new.dtype != old.dtype or not new.shape.is_compatible_with(
-            old.shape
+        if _dtype(new) != _dtype(old) or not _compatible(
+            ops.static_shape(new), ops.static_shape(old)
         ):
             raise ValueError(
                 "`step_fn` must return cache tensors of fixed shape and "
                 f"dtype. Received: cache{path} with shape {new.shape} and "
-                f"dtype {new.dtype.name}, expected shape {old.shape} and "
-                f"dtype {old.dtype.name}"
+                f"dtype {_dtype(new)}, expected shape {old.shape} and "
+                f"dtype {_dtype(old)}"
             )
-        # Keeps static shapes from the loop variables, as tf.while_loop needs.
-        new.set_shape(old.shape)
+    # Static shapes from the loop variables, as tf.while_loop needs.
+    new_leaves = [ops.keep_shape(new, old)
+                  for new, old in zip(new_leaves, ops.flatten(cache))]
     # Mixed precision models return float16 logits: normalise in float32.
-    logits = tf.cast(logits, tf.float32)
-    return logits, tf.nest.pack_sequence_as(cache, new_leaves)
+    logits = ops.cast(logits, "float32")
+    return logits, ops.pack_sequence_as(cache, new_leaves)
 
 
-def write_column(
-    buffer: tf.Tensor, values: tf.Tensor, index: tf.Tensor
-) -> tf.Tensor:
+def write_column(buffer: Any, values: Any, index: Any) -> Any:
     """Writes `values` [...] into column `index` of `buffer` [..., L]."""
-    length = tf.shape(buffer)[-1]
-    column = tf.equal(tf.range(length), index)  # [L]
-    return tf.where(column, values[..., tf.newaxis], buffer)
-
-
+    ops = _ops.backend_ops()
+    length = ops.dim(buffer, -1)
+    column = ops.equal(ops.range(length), index)  # [L]
+    return ops.where(column, values[..., None], buffer)
 def check_constraints(min_length: Any, no_repeat_ngram_size: Any
                       ) -> tuple[int, int]:
     """Checks `min_length` and `no_repeat_ngram_size`: python ints >= 0."""
@@ -215,13 +262,13 @@ def check_constraints(min_length: Any, no_repeat_ngram_size: Any
 
 
 def constrain(
-    log_probs: tf.Tensor,
-    sequences: tf.Tensor,
-    index: tf.Tensor,
+    log_probs: Any,
+    sequences: Any,
+    index: Any,
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
     end_id: int = END_ID,
-) -> tf.Tensor:
+) -> Any:
     """Sets the log-probabilities of forbidden next tokens to -inf.
 
     Two rules, applied to the token chosen at output position `index` (the
@@ -259,15 +306,16 @@ def constrain(
     >>> out.numpy().tolist()  # 4 then 1 was seen: 1 is forbidden after 4
     [[0.0, -inf, 0.0, 0.0, 0.0]]
     """
-    vocab_size = tf.shape(log_probs)[-1]
+    ops = _ops.backend_ops()
+    vocab_size = ops.dim(log_probs, -1)
     if min_length > 0:
-        is_end = tf.equal(tf.range(vocab_size), end_id)  # [V]
-        log_probs = tf.where(
-            tf.logical_and(index < min_length, is_end), NEG_INF, log_probs)
+        is_end = ops.equal(ops.range(vocab_size), end_id)  # [V]
+        log_probs = ops.where(
+            ops.logical_and(index < min_length, is_end), NEG_INF, log_probs)
     if no_repeat_ngram_size > 0:
         banned = _repeated_ngram_tokens(sequences, index,
                                         no_repeat_ngram_size, vocab_size)
-        log_probs = tf.where(banned, NEG_INF, log_probs)
+        log_probs = ops.where(banned, NEG_INF, log_probs)
     return log_probs
 
 
@@ -280,32 +328,33 @@ def _repeated_ngram_tokens(sequences, index, n, vocab_size):
     column takes the non-matching windows, so every update is the same
     value and duplicates are harmless (ONNX ScatterND included).
     """
-    rows = tf.shape(sequences)[0]
-    length = tf.shape(sequences)[1]
+    ops = _ops.backend_ops()
+    rows = ops.dim(sequences, 0)
+    length = ops.dim(sequences, 1)
     context = n - 1
     # The last n - 1 tokens; clamped positions only occur when index < n,
     # where no window is valid anyway.
-    last = tf.gather(sequences, tf.maximum(
-        index - context + tf.range(context), 0), axis=1)  # [N, n - 1]
-    padded = tf.pad(sequences, [[0, 0], [0, n]], constant_values=-1)
-    match = tf.ones([rows, length], tf.bool)
+    last = ops.gather(sequences, ops.maximum(
+        index - context + ops.range(context), 0), axis=1)  # [N, n - 1]
+    padded = ops.pad(sequences, [[0, 0], [0, n]], constant_values=-1)
+    match = ops.ones([rows, length], "bool")
     for offset in range(context):
-        match = tf.logical_and(match, tf.equal(
+        match = ops.logical_and(match, ops.equal(
             padded[:, offset:offset + length], last[:, offset:offset + 1]))
     # A window starting at j is complete (its next token generated) when
     # j + n - 1 < index.
-    match = tf.logical_and(match, tf.range(length)[tf.newaxis] <= index - n)
+    match = ops.logical_and(match, ops.range(length)[None] <= index - n)
     following = padded[:, context:context + length]  # [N, L]
-    columns = tf.where(match, following, vocab_size)
-    row_ids = tf.broadcast_to(tf.range(rows)[:, tf.newaxis], [rows, length])
-    indices = tf.reshape(tf.stack([row_ids, columns], axis=-1), [-1, 2])
-    table = tf.tensor_scatter_nd_update(
-        tf.zeros([rows, vocab_size + 1], tf.bool), indices,
-        tf.ones([rows * length], tf.bool))
+    columns = ops.where(match, following, vocab_size)
+    row_ids = ops.broadcast_to(ops.range(rows)[:, None], [rows, length])
+    indices = ops.reshape(ops.stack([row_ids, columns], axis=-1), [-1, 2])
+    table = ops.scatter_update(
+        ops.zeros([rows, vocab_size + 1], "bool"), indices,
+        ops.ones([rows * length], "bool"))
     return table[:, :vocab_size]
 
 
-def gnmt_length_penalty(length: Any, alpha: float) -> tf.Tensor:
+def gnmt_length_penalty(length: Any, alpha: float) -> Any:
     """Returns lp(length) = ((5 + length) / 6) ** alpha as float32.
 
     Args:
@@ -319,16 +368,17 @@ def gnmt_length_penalty(length: Any, alpha: float) -> tf.Tensor:
         Wu et al., 2016, "Google's Neural Machine Translation System",
         equation 14.
     """
-    length = tf.cast(length, tf.float32)
-    return tf.pow((LENGTH_PENALTY_OFFSET + length) / LENGTH_PENALTY_DIVISOR,
-                  alpha)
+    ops = _ops.backend_ops()
+    length = ops.cast(length, "float32")
+    return ops.pow((LENGTH_PENALTY_OFFSET + length) / LENGTH_PENALTY_DIVISOR,
+                   alpha)
 
 
 def max_output_length(
     source_lengths: Any,
     extra: int = DEFAULT_EXTRA_LENGTH,
     limit: int | None = None,
-) -> tf.Tensor:
+) -> Any:
     """Returns the paper's maximum output length for a batch.
 
     Section 6.1 of the paper: "We set the maximum output length during
@@ -357,20 +407,23 @@ def max_output_length(
     extra = check_int("extra", extra, 0)
     if limit is not None:
         limit = check_int("limit", limit, 1)
-    source_lengths = tf.convert_to_tensor(source_lengths)
-    if not source_lengths.dtype.is_integer:
+    ops = _ops.backend_ops()
+    source_lengths = ops.convert(source_lengths)
+    if not _is_integer(source_lengths):
         raise TypeError(
             "`source_lengths` must have an integer dtype. "
-            f"Received: source_lengths.dtype={source_lengths.dtype.name}"
+            f"Received: source_lengths.dtype={_dtype(source_lengths)}"
         )
-    if source_lengths.shape.rank not in (None, 1):
+    shape = ops.static_shape(source_lengths)
+    if _rank(shape) not in (None, 1):
         raise ValueError(
             "`source_lengths` must have shape [batch]. "
             f"Received: source_lengths.shape={source_lengths.shape}"
         )
     # The maximum of an empty batch is the dtype's minimum: clip it to 0.
-    longest = tf.maximum(tf.reduce_max(tf.cast(source_lengths, tf.int32)), 0)
+    longest = ops.maximum(
+        ops.reduce_max(ops.cast(source_lengths, "int32")), 0)
     length = longest + extra
     if limit is not None:
-        length = tf.minimum(length, limit)
-    return tf.maximum(length, 1)
+        length = ops.minimum(length, limit)
+    return ops.maximum(length, 1)

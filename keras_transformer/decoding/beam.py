@@ -2,9 +2,7 @@
 
 from typing import Any
 
-import tensorflow as tf
-
-from keras_transformer.decoding import _common
+from keras_transformer.decoding import _common, _ops
 from keras_transformer.decoding._common import (
     DEFAULT_BEAM_SIZE,
     DEFAULT_LENGTH_PENALTY,
@@ -19,14 +17,14 @@ def beam_search(
     step_fn: StepFn,
     initial_ids: Any,
     initial_cache: Any,
-    max_length: int | tf.Tensor,
+    max_length: Any,
     beam_size: int = DEFAULT_BEAM_SIZE,
     length_penalty: float = DEFAULT_LENGTH_PENALTY,
     end_id: int = END_ID,
     pad_id: int = PAD_ID,
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any]:
     """Decodes a batch with beam search and returns the n-best lists.
 
     Section 6.1 of the paper: "beam search with a beam size of 4 and length
@@ -44,10 +42,12 @@ def beam_search(
     even with the largest length penalty, lp(max_length) ("terminate early
     when possible").
 
-    The cache is tiled to B * K rows once and reordered with `tf.gather`
-    by the parents of the surviving hypotheses at every step. At the start
-    only beam 0 is alive (the others start at log-probability -inf), so the
-    first step does not return K copies of one hypothesis.
+    The search is one while loop, as in `greedy_search` (which says what
+    that means on each backend). The cache is tiled to B * K rows once
+    and reordered with a gather by the parents of the surviving hypotheses
+    at every step. At the start only beam 0 is alive (the others start at
+    log-probability -inf), so the first step does not return K copies of
+    one hypothesis.
 
     Args:
         step_fn: callable `step_fn(ids, index, cache) -> (logits, cache)`,
@@ -58,7 +58,8 @@ def beam_search(
         initial_cache: nested structure of tensors [B, ...] for the first
             step, or None for a model without a cache.
         max_length: int or int32 scalar tensor, the maximum number of
-            generated tokens L (see `max_output_length`).
+            generated tokens L (see `max_output_length`); off TensorFlow a
+            python int or a concrete (not traced) tensor.
         beam_size: int, the number of hypotheses K kept per row. Defaults
             to 4, as in the paper.
         length_penalty: float, the GNMT exponent alpha >= 0; 0 ranks by
@@ -104,7 +105,8 @@ def beam_search(
     min_length, no_repeat = _common.check_constraints(min_length,
                                                       no_repeat_ngram_size)
     initial_cache = _common.check_cache(initial_cache, initial_ids)
-    batch_size = tf.shape(initial_ids)[0]
+    ops = _ops.backend_ops()
+    batch_size = ops.dim(initial_ids, 0)
     k = beam_size
     max_penalty = _common.gnmt_length_penalty(max_length, alpha)
 
@@ -114,86 +116,85 @@ def beam_search(
         # Both sets are sorted best first. An empty finished slot is -inf.
         best_alive = alive_log_probs[:, 0]
         best_possible = best_alive / max_penalty
-        row_done = tf.logical_or(
-            tf.equal(best_alive, NEG_INF),
+        row_done = ops.logical_or(
+            ops.equal(best_alive, NEG_INF),
             finished_scores[:, -1] >= best_possible,
         )
-        return tf.logical_and(
-            index < max_length, tf.logical_not(tf.reduce_all(row_done))
+        return ops.logical_and(
+            index < max_length, ops.logical_not(ops.reduce_all(row_done))
         )
 
     def body(index, ids, cache, alive_seq, alive_log_probs, finished_seq,
              finished_scores):
         logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
         _check_vocab_size(logits)
-        vocab_size = tf.shape(logits)[-1]
-        log_probs = tf.nn.log_softmax(logits)  # [B * K, V]
+        vocab_size = ops.dim(logits, -1)
+        log_probs = ops.log_softmax(logits)  # [B * K, V]
         if min_length or no_repeat:
             log_probs = _common.constrain(
-                log_probs, tf.reshape(alive_seq, [batch_size * k, -1]),
+                log_probs, ops.reshape(alive_seq, [batch_size * k, -1]),
                 index, min_length, no_repeat, end_id)
-        log_probs = tf.reshape(log_probs, [batch_size, k, vocab_size])
+        log_probs = ops.reshape(log_probs, [batch_size, k, vocab_size])
         # Extensions of every alive hypothesis by every token: [B, K * V].
-        candidates = tf.reshape(
-            alive_log_probs[:, :, tf.newaxis] + log_probs,
+        candidates = ops.reshape(
+            alive_log_probs[:, :, None] + log_probs,
             [batch_size, k * vocab_size],
         )
         # Each parent ends at most once, so 2K keeps K that do not end.
-        top_log_probs, top_indices = tf.math.top_k(candidates, k=2 * k)
+        top_log_probs, top_indices = ops.top_k(candidates, k=2 * k)
         top_parents = top_indices // vocab_size  # [B, 2K]
         top_ids = top_indices % vocab_size  # [B, 2K]
-        top_seq = tf.gather(alive_seq, top_parents, batch_dims=1)
+        top_seq = ops.gather_rows(alive_seq, top_parents)
         top_seq = _common.write_column(top_seq, top_ids, index)  # [B, 2K, L]
-        top_ended = tf.equal(top_ids, end_id)
+        top_ended = ops.equal(top_ids, end_id)
 
         # The K best extensions that do not end stay alive.
-        alive_log_probs, alive_pos = tf.math.top_k(
-            tf.where(top_ended, NEG_INF, top_log_probs), k=k
+        alive_log_probs, alive_pos = ops.top_k(
+            ops.where(top_ended, NEG_INF, top_log_probs), k=k
         )
-        alive_seq = tf.gather(top_seq, alive_pos, batch_dims=1)
-        ids = tf.reshape(tf.gather(top_ids, alive_pos, batch_dims=1), [-1])
-        parents = tf.gather(top_parents, alive_pos, batch_dims=1)  # [B, K]
-        rows = parents + k * tf.range(batch_size)[:, tf.newaxis]
-        cache = tf.nest.map_structure(
-            lambda x: _reorder(x, tf.reshape(rows, [-1])), cache
+        alive_seq = ops.gather_rows(top_seq, alive_pos)
+        ids = ops.reshape(ops.gather_rows(top_ids, alive_pos), [-1])
+        parents = ops.gather_rows(top_parents, alive_pos)  # [B, K]
+        rows = parents + k * ops.range(batch_size)[:, None]
+        cache = ops.map_structure(
+            lambda x: _reorder(x, ops.reshape(rows, [-1])), cache
         )
 
         # Those of the K best that end join the finished set.
-        new_ended = tf.logical_and(
+        new_ended = ops.logical_and(
             top_ended[:, :k], top_log_probs[:, :k] > NEG_INF
         )
-        new_scores = tf.where(
+        new_scores = ops.where(
             new_ended,
             top_log_probs[:, :k] / _common.gnmt_length_penalty(index + 1,
                                                                alpha),
             NEG_INF,
         )
-        finished_scores, finished_pos = tf.math.top_k(
-            tf.concat([finished_scores, new_scores], axis=1), k=k
+        finished_scores, finished_pos = ops.top_k(
+            ops.concat([finished_scores, new_scores], axis=1), k=k
         )
-        finished_seq = tf.gather(
-            tf.concat([finished_seq, top_seq[:, :k]], axis=1),
+        finished_seq = ops.gather_rows(
+            ops.concat([finished_seq, top_seq[:, :k]], axis=1),
             finished_pos,
-            batch_dims=1,
         )
         return (index + 1, ids, cache, alive_seq, alive_log_probs,
                 finished_seq, finished_scores)
 
-    pad_beams = tf.fill([batch_size, k, max_length], pad_id)  # [B, K, L]
+    pad_beams = ops.fill([batch_size, k, max_length], pad_id)  # [B, K, L]
     loop_vars = (
-        tf.constant(0, tf.int32),
-        _tile_beams(initial_ids, k),  # [B * K]
-        tf.nest.map_structure(lambda x: _tile_beams(x, k), initial_cache),
+        ops.constant(0, "int32"),
+        ops.repeat_rows(initial_ids, k),  # [B * K]
+        ops.map_structure(lambda x: ops.repeat_rows(x, k), initial_cache),
         pad_beams,
         # Only beam 0 is alive at first: the K start beams are identical.
-        tf.tile(
-            tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1]
+        ops.tile(
+            ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1]
         ),
         pad_beams,
-        tf.fill([batch_size, k], NEG_INF),
+        ops.fill([batch_size, k], NEG_INF),
     )
     (length, _, _, alive_seq, alive_log_probs, finished_seq,
-     finished_scores) = tf.while_loop(cond, body, loop_vars)
+     finished_scores) = ops.while_loop(cond, body, loop_vars)
     alive_scores = alive_log_probs / _common.gnmt_length_penalty(length,
                                                                  alpha)
     return _merge_n_best(
@@ -201,7 +202,7 @@ def beam_search(
     )
 
 
-def _check_vocab_size(logits: tf.Tensor) -> None:
+def _check_vocab_size(logits: Any) -> None:
     vocab_size = logits.shape[-1]
     if vocab_size is not None and vocab_size < 2:
         raise ValueError(
@@ -210,11 +211,10 @@ def _check_vocab_size(logits: tf.Tensor) -> None:
         )
 
 
-def _reorder(x: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+def _reorder(x: Any, rows: Any) -> Any:
     """Gathers cache rows, keeping the static shape tf.while_loop needs."""
-    reordered = tf.gather(x, rows)
-    reordered.set_shape(x.shape)
-    return reordered
+    ops = _ops.backend_ops()
+    return ops.keep_shape(ops.gather(x, rows), x)
 
 
 def tile_beams(structure: Any, beam_size: int) -> Any:
@@ -229,44 +229,31 @@ def tile_beams(structure: Any, beam_size: int) -> Any:
     beam_size = _common.check_int("beam_size", beam_size, 1)
     if beam_size == 1:
         return structure
-    return tf.nest.map_structure(
-        lambda x: _tile_beams(tf.convert_to_tensor(x), beam_size), structure)
-
-
-def _tile_beams(x: tf.Tensor, beam_size: int) -> tf.Tensor:
-    """Repeats each row K times: [B, ...] -> [B * K, ...]."""
-    shape = tf.shape(x)
-    tiled = tf.tile(x[:, tf.newaxis], [1, beam_size] + [1] * (x.shape.rank - 1))
-    static = x.shape[0] * beam_size if x.shape[0] is not None else None
-    tiled = tf.reshape(tiled, tf.concat([[shape[0] * beam_size], shape[1:]],
-                                        axis=0))
-    tiled.set_shape([static] + x.shape[1:].as_list())
-    return tiled
+    ops = _ops.backend_ops()
+    return ops.map_structure(
+        lambda x: ops.repeat_rows(ops.convert(x), beam_size), structure)
 
 
 def _merge_n_best(
-    finished_seq: tf.Tensor,
-    finished_scores: tf.Tensor,
-    alive_seq: tf.Tensor,
-    alive_scores: tf.Tensor,
+    finished_seq: Any,
+    finished_scores: Any,
+    alive_seq: Any,
+    alive_scores: Any,
     pad_id: int,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any]:
     """Fills each row's K slots with its finished, then alive hypotheses."""
+    ops = _ops.backend_ops()
     k = finished_scores.shape[1]
-    num_finished = tf.reduce_sum(
-        tf.cast(finished_scores > NEG_INF, tf.int32), axis=1, keepdims=True
+    num_finished = ops.reduce_sum(
+        ops.cast(finished_scores > NEG_INF, "int32"), axis=1, keepdims=True
     )  # [B, 1]
-    slots = tf.range(k)[tf.newaxis, :]  # [1, K]
+    slots = ops.range(k)[None, :]  # [1, K]
     # Both sets are sorted best first; slot j takes finished j, else alive
     # j - num_finished.
-    source = tf.where(slots < num_finished, slots, k + slots - num_finished)
-    scores = tf.gather(
-        tf.concat([finished_scores, alive_scores], axis=1),
-        source,
-        batch_dims=1,
-    )
-    ids = tf.gather(
-        tf.concat([finished_seq, alive_seq], axis=1), source, batch_dims=1
-    )
-    ids = tf.where((scores > NEG_INF)[:, :, tf.newaxis], ids, pad_id)
+    source = ops.where(slots < num_finished, slots, k + slots - num_finished)
+    scores = ops.gather_rows(
+        ops.concat([finished_scores, alive_scores], axis=1), source)
+    ids = ops.gather_rows(
+        ops.concat([finished_seq, alive_seq], axis=1), source)
+    ids = ops.where((scores > NEG_INF)[:, :, None], ids, pad_id)
     return ids, scores

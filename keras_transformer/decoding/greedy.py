@@ -2,9 +2,7 @@
 
 from typing import Any
 
-import tensorflow as tf
-
-from keras_transformer.decoding import _common
+from keras_transformer.decoding import _common, _ops
 from keras_transformer.decoding._common import END_ID, PAD_ID, StepFn
 
 
@@ -12,20 +10,22 @@ def greedy_search(
     step_fn: StepFn,
     initial_ids: Any,
     initial_cache: Any,
-    max_length: int | tf.Tensor,
+    max_length: Any,
     end_id: int = END_ID,
     pad_id: int = PAD_ID,
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[Any, Any]:
     """Decodes a batch by taking the most probable token at every step.
 
     The model is only seen through `step_fn`, which maps the tokens at one
     position to the logits of the next (Section 3 of the paper: the decoder
-    is auto-regressive). The search is one `tf.while_loop` over fixed-shape
-    loop variables, so it runs eagerly, inside `tf.function` (also with
-    `jit_compile=True` when `max_length` is a python int) and converts to
-    ONNX. It stops as soon as every row has produced `end_id`.
+    is auto-regressive). The search is one while loop over fixed-shape
+    loop variables: on TensorFlow a `tf.while_loop`, so it runs eagerly,
+    inside `tf.function` (also with `jit_compile=True` when `max_length`
+    is a python int) and converts to ONNX; on JAX a `jax.lax.while_loop`
+    (`max_length` a python int), jit-compilable; on PyTorch a Python loop.
+    It stops as soon as every row has produced `end_id`.
 
     Args:
         step_fn: callable `step_fn(ids, index, cache) -> (logits, cache)`.
@@ -38,7 +38,8 @@ def greedy_search(
         initial_cache: nested structure of tensors [B, ...] given to the
             first step, or None for a model without a cache.
         max_length: int or int32 scalar tensor, the maximum number of
-            generated tokens L (see `max_output_length`).
+            generated tokens L (see `max_output_length`); off TensorFlow a
+            python int or a concrete (not traced) tensor.
         end_id: int, the token that ends a sequence. Defaults to `END_ID`.
         pad_id: int, the token written after the end. Defaults to `PAD_ID`.
         min_length: int >= 0, `end_id` is not chosen before this many
@@ -72,34 +73,35 @@ def greedy_search(
     min_length, no_repeat = _common.check_constraints(min_length,
                                                       no_repeat_ngram_size)
     initial_cache = _common.check_cache(initial_cache, initial_ids)
-    batch_size = tf.shape(initial_ids)[0]
+    ops = _ops.backend_ops()
+    batch_size = ops.dim(initial_ids, 0)
 
     def cond(index, ids, cache, output, scores, finished):
         del ids, cache, output, scores  # Unused.
-        return tf.logical_and(
-            index < max_length, tf.logical_not(tf.reduce_all(finished))
+        return ops.logical_and(
+            index < max_length, ops.logical_not(ops.reduce_all(finished))
         )
 
     def body(index, ids, cache, output, scores, finished):
         logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
         log_probs = _common.constrain(
-            tf.nn.log_softmax(logits), output, index, min_length, no_repeat,
+            ops.log_softmax(logits), output, index, min_length, no_repeat,
             end_id)  # [B, V]
-        next_ids = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-        next_log_probs = tf.gather(log_probs, next_ids, batch_dims=1)  # [B]
-        next_ids = tf.where(finished, pad_id, next_ids)
-        scores += tf.where(finished, 0.0, next_log_probs)
+        next_ids = ops.argmax(log_probs)
+        next_log_probs = ops.gather_rows(log_probs, next_ids)  # [B]
+        next_ids = ops.where(finished, pad_id, next_ids)
+        scores += ops.where(finished, 0.0, next_log_probs)
         output = _common.write_column(output, next_ids, index)
-        finished = tf.logical_or(finished, tf.equal(next_ids, end_id))
+        finished = ops.logical_or(finished, ops.equal(next_ids, end_id))
         return index + 1, next_ids, cache, output, scores, finished
 
     loop_vars = (
-        tf.constant(0, tf.int32),
+        ops.constant(0, "int32"),
         initial_ids,
         initial_cache,
-        tf.fill([batch_size, max_length], pad_id),  # [B, L]
-        tf.zeros([batch_size], tf.float32),
-        tf.zeros([batch_size], tf.bool),
+        ops.fill([batch_size, max_length], pad_id),  # [B, L]
+        ops.zeros([batch_size], "float32"),
+        ops.zeros([batch_size], "bool"),
     )
-    _, _, _, output, scores, _ = tf.while_loop(cond, body, loop_vars)
+    _, _, _, output, scores, _ = ops.while_loop(cond, body, loop_vars)
     return output, scores

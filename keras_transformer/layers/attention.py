@@ -247,17 +247,19 @@ class MultiHeadAttention(keras.layers.Layer):
         index = ops.cast(index, "int32")
         shape = ops.shape(cache["key"])
         batch, heads, length = shape[0], shape[1], shape[2]
-        # (B, H, 3) coordinates [b, h, index] of the rows to write.
-        rows = ops.stack(ops.meshgrid(
+        # (B * H, 3) coordinates [b, h, index] of the rows to write. Keras'
+        # JAX and PyTorch scatters take only 2-D (N, 3) indices.
+        rows = ops.reshape(ops.stack(ops.meshgrid(
             ops.arange(batch, dtype="int32"),
-            ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1)
+            ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1),
+            (-1, 2))
         rows = ops.concatenate(
-            [rows, ops.broadcast_to(index, (batch, heads, 1))], axis=-1)
-        # Projections (B, 1, H, K) -> rows (B, H, K).
-        cache = {"key": ops.scatter_update(cache["key"], rows,
-                                           self.key_dense(query)[:, 0]),
-                 "value": ops.scatter_update(cache["value"], rows,
-                                             self.value_dense(query)[:, 0])}
+            [rows, ops.broadcast_to(index, (batch * heads, 1))], axis=-1)
+        # Projections (B, 1, H, K) -> rows (B * H, K).
+        key = ops.reshape(self.key_dense(query), (-1, self.key_dim))
+        value = ops.reshape(self.value_dense(query), (-1, self.key_dim))
+        cache = {"key": ops.scatter_update(cache["key"], rows, key),
+                 "value": ops.scatter_update(cache["value"], rows, value)}
         positions = ops.arange(length, dtype="int32")
         visible = ops.reshape(ops.less_equal(positions, index), (1, 1, 1, -1))
         outputs, _ = self.attend(query, cache["key"], cache["value"],

@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_transformer.checks import check_positive_int
@@ -40,7 +39,9 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         inputs: (B, T, D) embeddings; D must be even.
         start_index: int or int32 scalar tensor, the absolute position of
             the first step, for cached one-step-at-a-time decoding.
-            Defaults to 0.
+            Defaults to 0. Past the table is an error, except for a
+            value traced under JAX, which XLA cannot check (its slice
+            clamps the start instead).
 
     Returns:
         (B, T, D): inputs + PE[start_index : start_index + T].
@@ -72,19 +73,15 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
         end = start_index + length
-        if isinstance(end, int):
-            if end > self.max_length:
+        if keras.backend.backend() == "tensorflow" and not isinstance(
+                end, int):
+            start_index = _checked_start(start_index, end, self.max_length)
+        else:
+            end = _concrete_int(end)
+            if end is not None and end > self.max_length:
                 raise ValueError(
                     f"The sequence reaches position {end}, past "
                     f"`max_length`. Received: max_length={self.max_length}")
-        else:
-            check = tf.debugging.assert_less_equal(
-                tf.cast(end, "int32"), self.max_length,
-                message="The sequence reaches past `max_length` of "
-                        "SinusoidalPositionalEncoding")
-            if check is not None:  # in a graph: check before slicing
-                with tf.control_dependencies([check]):
-                    start_index = tf.identity(start_index)
         table = ops.convert_to_tensor(self.table, dtype=self.compute_dtype)
         encoding = ops.slice(table, (start_index, 0),
                              (length, self.table.shape[1]))
@@ -97,3 +94,33 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         config = super().get_config()
         config.update({"max_length": self.max_length})
         return config
+
+
+def _checked_start(start_index, end, max_length):
+    """TensorFlow: `start_index`, checked at run time against `max_length`.
+    """
+    import tensorflow as tf
+
+    check = tf.debugging.assert_less_equal(
+        tf.cast(end, "int32"), max_length,
+        message="The sequence reaches past `max_length` of "
+                "SinusoidalPositionalEncoding")
+    if check is not None:  # in a graph: check before slicing
+        with tf.control_dependencies([check]):
+            start_index = tf.identity(start_index)
+    return start_index
+
+
+def _concrete_int(value):
+    """`value` as an int, or None when it is only known at run time.
+
+    A JAX value traced by `jit` or `lax.while_loop` cannot be checked: an
+    XLA slice clamps its start, so there a search must keep `max_length`
+    within the table (as `Translator` does); eager values are checked.
+    """
+    if isinstance(value, int):
+        return value
+    try:
+        return int(ops.convert_to_numpy(value))
+    except (TypeError, ValueError, RuntimeError, NotImplementedError):
+        return None

@@ -11,11 +11,15 @@ Multi-worker training (`"multi_worker"`) reads the cluster from the
 
 Every worker runs the same command; the strategy must be created before
 TensorFlow runs any other operation.
+
+The strategies distribute only Keras' TensorFlow backend. Under JAX or
+PyTorch, `"default"` (one device) still works; the others raise.
 """
 
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -62,6 +66,12 @@ def get_strategy(
                 f"Received: devices={devices!r}")
     if name == "default":
         return tf.distribute.get_strategy()
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"`name` {name!r} is a tf.distribute strategy, which needs "
+            "Keras' TensorFlow backend; this process runs Keras on "
+            f"{keras.backend.backend()!r} (KERAS_BACKEND). Use 'default', "
+            f"or keras.distribution on JAX. Received: name={name!r}")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
     _read_tf_config(required=True)
