@@ -34,34 +34,42 @@ def _run(model, **feeds):
 
 
 def carried_weight_loop(steps=3):
-    """x (1, 8) -> x @ W, `steps` times; W (8, 2, 4) is a carried value.
+    """x (1, 8) -> (x @ W) @ P, `steps` times; W and P are carried values.
 
-    As tf2onnx writes a `tf.while_loop`: the weight enters the Loop as a
-    carried value that the body passes through unchanged, and the body
-    reshapes it to (8, 8) at every step.
+    As tf2onnx writes a `tf.while_loop`: the weights enter the Loop as
+    carried values that the body passes through unchanged, and the body
+    reshapes W (8, 2, 4) to (8, 8) at every step. P (8, 8), the last
+    MatMul, stands for the output projection.
     """
     rng = np.random.default_rng(0)
     weight = (rng.normal(size=(8, 2, 4)) / 3).astype(np.float32)
+    projection = (rng.normal(size=(8, 8)) / 3).astype(np.float32)
     value = helper.make_tensor_value_info
     body = helper.make_graph(
         [helper.make_node("Reshape", ["w_in", "flat_shape"], ["w_flat"]),
-         helper.make_node("MatMul", ["x_in", "w_flat"], ["x_out"]),
+         helper.make_node("MatMul", ["x_in", "w_flat"], ["h"],
+                          name="hidden"),
+         helper.make_node("MatMul", ["h", "p_in"], ["x_out"],
+                          name="projection"),
          helper.make_node("Identity", ["cond_in"], ["cond_out"])],
         "body",
         [value("i", TensorProto.INT64, []),
          value("cond_in", TensorProto.BOOL, []),
          value("x_in", TensorProto.FLOAT, [1, 8]),
-         value("w_in", TensorProto.FLOAT, [8, 2, 4])],
+         value("w_in", TensorProto.FLOAT, [8, 2, 4]),
+         value("p_in", TensorProto.FLOAT, [8, 8])],
         [value("cond_out", TensorProto.BOOL, []),
          value("x_out", TensorProto.FLOAT, [1, 8]),
-         value("w_in", TensorProto.FLOAT, [8, 2, 4])],
+         value("w_in", TensorProto.FLOAT, [8, 2, 4]),
+         value("p_in", TensorProto.FLOAT, [8, 8])],
         [numpy_helper.from_array(np.array([8, 8], np.int64), "flat_shape")])
     graph = helper.make_graph(
-        [helper.make_node("Loop", ["steps", "", "x", "weight"],
-                          ["y", "weight_out"], body=body)],
+        [helper.make_node("Loop", ["steps", "", "x", "weight", "projection"],
+                          ["y", "weight_out", "projection_out"], body=body)],
         "search", [value("x", TensorProto.FLOAT, [1, 8])],
         [value("y", TensorProto.FLOAT, [1, 8])],
         [numpy_helper.from_array(weight, "weight"),
+         numpy_helper.from_array(projection, "projection"),
          numpy_helper.from_array(np.array(steps, np.int64), "steps")])
     model = helper.make_model(graph, opset_imports=[
         helper.make_opsetid("", 17)])
@@ -86,12 +94,13 @@ def test_check_quantize_accepts_none_and_int8():
 def test_quantize_search_quantizes_the_loop_body_matmul():
     model = carried_weight_loop()
     assert matmul_counts(model) == {"main": {"float": 0, "int8": 0},
-                                    "loop_body": {"float": 1, "int8": 0}}
+                                    "loop_body": {"float": 2, "int8": 0}}
     quantized = quantize_search(model)
+    # The output projection (the last MatMul) keeps float32.
     assert matmul_counts(quantized) == {"main": {"float": 0, "int8": 0},
-                                        "loop_body": {"float": 0, "int8": 1}}
+                                        "loop_body": {"float": 1, "int8": 1}}
     loop = next(n for n in quantized.graph.node if n.op_type == "Loop")
-    # The weight is read from the outer scope: its carried slot is gone.
+    # The weights are read from the outer scope: their slots are gone.
     assert list(loop.input) == ["steps", "", "x"]
     assert [i.name for i in quantized.graph.input] == ["x"]
     x = np.random.default_rng(1).normal(size=(1, 8)).astype(np.float32)
@@ -160,16 +169,20 @@ def test_int8_export_quantizes_the_loop_body_and_agrees(int8_export):
     for mode in ("beam", "greedy"):
         counts = report["matmuls"][mode]
         ops = report["op_types"][mode]
-        # Every weight product is int8; what stays float32 are the
-        # attention products (scores and values: 2 per attention).
-        assert counts["loop_body"]["int8"] > 0
-        assert counts["main"]["int8"] > 0
-        assert counts["loop_body"]["float"] == counts["main"]["float"] * 2
+        # The decoder step's weight products are int8 (8 per layer: 4
+        # self-attention, 2 cross-attention queries and outputs, 2 feed-
+        # forward); its attention products (2 per attention, 2 attentions
+        # per layer) and the output projection stay float32, and so does
+        # the main graph (onnx_quantize's docstring).
+        layers = counts["loop_body"]["int8"] // 8
+        assert counts["loop_body"]["int8"] == 8 * layers > 0
+        assert counts["loop_body"]["float"] == 4 * layers + 1
+        assert counts["main"]["int8"] == 0
         assert ops["DynamicQuantizeLinear"] > 0 and "Einsum" not in ops
-        # The embedding tables stay float32 (onnx_quantize's docstring):
-        # on this model they are a third of the weights.
+        # The decoder step's weights are about a third of this model's
+        # (measured 0.77-0.78 of the float32 file).
         graph = f"{mode}.onnx"
-        assert report["files"][graph] < report["float32_bytes"][mode] * 0.6
+        assert report["files"][graph] < report["float32_bytes"][mode] * 0.85
 
 
 def test_agreement_below_the_bar_is_an_error():
