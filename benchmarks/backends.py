@@ -1,6 +1,6 @@
 """Training tokens/s of our model on each Keras backend, as a markdown table.
 
-    python -m benchmarks.backends [--repeats 5] [--batches 20]
+    python -m keras_transformer.benchmarks.backends [--repeats 5] [--batches 20]
 
 Each configuration runs in its own process (Keras fixes its backend when
 imported): TensorFlow as a graph, TensorFlow with XLA (`jit_compile=True`),

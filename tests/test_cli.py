@@ -86,11 +86,14 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/no/such.tsv", "--run", "x"], "/no/such.tsv"),
-    (["translate", "--run", "/no/such/run", "hi"], "model.keras"),
+    # The run's config (its task's search settings) is read first.
+    (["translate", "--run", "/no/such/run", "hi"], "trained run directory"),
     (["evaluate", "--run", "/no/such/run", "--data", "bundled"],
-     "model.keras"),
-    (["export", "--run", "/no/such/run", "--out", "x"], "model.keras"),
-    (["translate", "--run", ".", "--file", "/no/file.txt"], "model.keras"),
+     "trained run directory"),
+    (["export", "--run", "/no/such/run", "--out", "x"],
+     "trained run directory"),
+    (["translate", "--run", ".", "--file", "/no/file.txt"],
+     "trained run directory"),
     (["train", "--data", "bundled", "--run", "x", "--set", "layers=3"],
      "layers"),
     (["train", "--data", "bundled", "--run", "x", "--set", "d_model"],
