@@ -43,14 +43,8 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
         "export" reports.
     """
     data = f"bundled:{language}"
-    settings = dict(SETTINGS)
-    if epochs is not None:
-        settings["epochs"] = epochs
     start = time.time()
-    report(f"[1/3] training on {data} into {run_dir} ...")
-    train_run(data, run_dir, verbose=2, **settings)
-    train_seconds = time.time() - start
-    report(f"      trained in {train_seconds:.0f} s")
+    train_seconds = _train(data, run_dir, SETTINGS, epochs, report)
 
     report("[2/3] translating the held-out test split ...")
     results = {"train_seconds": train_seconds}
@@ -77,6 +71,19 @@ def quickstart(run_dir: str = "runs/quickstart", language: str = "fr",
            f"  .venv/bin/keras-transformer translate --run {run_dir} "
            f"\"forty-two thousand and seven\"")
     return results
+
+
+def _train(data: str, run_dir: str, settings: dict, epochs, report):
+    """Trains (or resumes) the run; returns the seconds it took."""
+    settings = dict(settings)
+    if epochs is not None:
+        settings["epochs"] = epochs
+    start = time.time()
+    report(f"[1/3] training on {data} into {run_dir} ...")
+    train_run(data, run_dir, verbose=2, **settings)
+    seconds = time.time() - start
+    report(f"      trained in {seconds:.0f} s")
+    return seconds
 
 
 def _export(run_dir: str, report) -> dict:
@@ -136,14 +143,9 @@ def summarization_quickstart(run_dir: str = "runs/summarize",
     from keras_transformer.evaluation import evaluate_summaries
 
     data = "bundled:debian"
-    settings = dict(SUMMARIZATION_SETTINGS)
-    if epochs is not None:
-        settings["epochs"] = epochs
     start = time.time()
-    report(f"[1/3] training on {data} into {run_dir} ...")
-    train_run(data, run_dir, verbose=2, **settings)
-    train_seconds = time.time() - start
-    report(f"      trained in {train_seconds:.0f} s")
+    train_seconds = _train(data, run_dir, SUMMARIZATION_SETTINGS, epochs,
+                           report)
 
     report("[2/3] summarizing the held-out test split ...")
     metrics = evaluate_run(run_dir, data)

@@ -128,7 +128,8 @@ def reference_beam(log_prob_fn, max_length, beam_size, alpha):
         candidates = sorted(
             ((seq + (token,), log_prob + value)
              for seq, log_prob in alive
-             for token, value in enumerate(log_prob_fn(list(seq)))),
+             for token, value in enumerate(log_prob_fn(list(seq)))
+             if value > -np.inf),  # A forbidden token never enters.
             key=lambda c: -c[1],
         )[:2 * beam_size]
         finished += [(seq, log_prob / lp(t + 1, alpha))

@@ -18,7 +18,12 @@ from keras_transformer.decoding import (
     greedy_search,
 )
 from keras_transformer.decoding._common import constrain
-from tests.test_decoding import ToyModel, _contexts, lp
+from tests.test_decoding import (
+    ToyModel,
+    _contexts,
+    reference_beam,
+    reference_greedy,
+)
 
 # A scripted model that loves "4 5 4 5 ..." and wants to end at once.
 V = 8
@@ -51,43 +56,6 @@ def ruled(log_prob_fn, min_length, n):
             log_probs[token] = -np.inf
         return log_probs
     return fn
-
-
-def reference_greedy(log_prob_fn, max_length):
-    seq, score = [], 0.0
-    for _ in range(max_length):
-        log_probs = log_prob_fn(seq)
-        token = int(np.argmax(log_probs))
-        seq.append(token)
-        score += log_probs[token]
-        if token == END_ID:
-            break
-    return seq + [PAD_ID] * (max_length - len(seq)), score
-
-
-def reference_beam(log_prob_fn, max_length, beam_size, alpha):
-    """Beam search over lists; forbidden (-inf) extensions never enter."""
-    alive, finished, length = [((), 0.0)], [], 0
-    for t in range(max_length):
-        candidates = sorted(
-            ((seq + (token,), log_prob + value)
-             for seq, log_prob in alive
-             for token, value in enumerate(log_prob_fn(list(seq)))
-             if value > -np.inf),
-            key=lambda c: -c[1])[:2 * beam_size]
-        finished += [(seq, log_prob / lp(t + 1, alpha))
-                     for seq, log_prob in candidates[:beam_size]
-                     if seq[-1] == END_ID]
-        finished = sorted(finished, key=lambda c: -c[1])[:beam_size]
-        alive = [c for c in candidates if c[0][-1] != END_ID][:beam_size]
-        length = t + 1
-        if (len(finished) == beam_size and finished[-1][1]
-                >= alive[0][1] / lp(max_length, alpha)):
-            break
-    n_best = (finished + [(seq, log_prob / lp(length, alpha))
-                          for seq, log_prob in alive])[:beam_size]
-    return ([list(s) + [PAD_ID] * (max_length - len(s)) for s, _ in n_best],
-            [score for _, score in n_best])
 
 
 def ngrams(row, n):
