@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a tiny model on a bundled corpus (no download), evaluate it, "
         "and export it: a translator of English number phrases to French "
         "or German (minutes on a CPU), or with --task summarization a "
-        "summarizer of Debian package descriptions (about 10 minutes on 2 "
+        "summarizer of Debian package descriptions (about 11 minutes on 2 "
         "cores) scored with ROUGE against two extractive baselines.")
     quick.add_argument("--run", default=None,
                        help="the run directory, resumed if it exists "

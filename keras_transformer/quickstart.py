@@ -115,9 +115,10 @@ def _export(run_dir: str, report) -> dict:
     return exported
 
 
-# Chosen by measurement (benchmarks/RESULTS.md, "Summarization"): about 10
-# minutes in all on 2 CPU cores. Descriptions are cut at 256 pieces (95% of
-# them are shorter), synopses at 32.
+# Chosen by measurement (benchmarks/RESULTS.md, "Summarization"): 11 minutes
+# in all on 2 quiet CPU cores (training 583 s). Descriptions are cut at 256
+# pieces (98% are shorter), synopses at 32. It does not beat the
+# first-sentence baseline: RESULTS.md says by how much and why.
 SUMMARIZATION_SETTINGS = dict(
     preset="summarization", epochs=3, batch_tokens=4096, vocab_size=8000,
     num_layers=2, d_model=128, d_ff=512, max_length=256,
