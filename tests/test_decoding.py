@@ -361,8 +361,10 @@ def test_graph_modes_match_eager(search, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rules", [
+    {}, {"min_length": 3, "no_repeat_ngram_size": 2}])
 @pytest.mark.parametrize("search", ["greedy", "beam"])
-def test_onnx_conversion_matches_tensorflow(search):
+def test_onnx_conversion_matches_tensorflow(search, rules):
     tf2onnx = pytest.importorskip("tf2onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
     model = ToyModel(seed=5)
@@ -374,9 +376,10 @@ def test_onnx_conversion_matches_tensorflow(search):
     def run(start, context, max_length):
         cache = model.initial_cache(context)
         if search == "greedy":
-            return greedy_search(model.cached_step, start, cache, max_length)
+            return greedy_search(model.cached_step, start, cache, max_length,
+                                 **rules)
         return beam_search(model.cached_step, start, cache, max_length,
-                           beam_size=3)
+                           beam_size=3, **rules)
 
     onnx_model, _ = tf2onnx.convert.from_function(
         run, input_signature=signature, opset=17)

@@ -2,8 +2,8 @@
 
 Checked against search references over Python lists that apply the rules
 by their definition (recounting every n-gram of the prefix), on a scripted
-model and on random cached toy models, eagerly, in graphs, with XLA and
-after conversion to ONNX.
+model and on random cached toy models, eagerly, in graphs and with XLA
+(after conversion to ONNX: `tests/test_decoding.py`).
 """
 
 import numpy as np
@@ -195,33 +195,6 @@ def test_rules_in_graph_and_xla_match_eager(search):
     expected_ids, expected_scores = run(start, contexts)
     for function in (tf.function(run), tf.function(run, jit_compile=True)):
         ids, scores = function(start, contexts)
-        np.testing.assert_array_equal(ids, expected_ids)
-        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("search", ["greedy", "beam"])
-def test_rules_after_onnx_conversion(search):
-    tf2onnx = pytest.importorskip("tf2onnx")
-    onnxruntime = pytest.importorskip("onnxruntime")
-    model = ToyModel(seed=4)
-    signature = [tf.TensorSpec([None], tf.int32, name="start"),
-                 tf.TensorSpec([None, 4], tf.float32, name="context"),
-                 tf.TensorSpec([], tf.int32, name="max_length")]
-    run = tf.function(_ruled_search(model, search),
-                      input_signature=signature)
-    onnx_model, _ = tf2onnx.convert.from_function(
-        run, input_signature=signature, opset=17)
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString())
-    names = [output.name for output in session.get_outputs()]
-    for batch, max_length in [(3, 7), (2, 3)]:
-        feed = {"start": np.full([batch], START_ID, np.int32),
-                "context": _contexts(batch, seed=batch),
-                "max_length": np.array(max_length, np.int32)}
-        outputs = dict(zip(names, session.run(None, feed)))
-        expected_ids, expected_scores = run(**feed)
-        ids = [v for v in outputs.values() if v.dtype == np.int32][0]
-        scores = [v for v in outputs.values() if v.dtype == np.float32][0]
         np.testing.assert_array_equal(ids, expected_ids)
         np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
 
