@@ -57,6 +57,8 @@ LABELS = {
 }
 # The float32 runtimes the package ships (targets against float32 peers).
 SHIPPED = ("ours", "ours_xla", "saved_model", "onnx")
+# What runs without TensorFlow (issue 13 compares these with CTranslate2).
+PORTABLE = ("onnx", "onnx_int8")
 GREEDY_ONLY = ("ours_xla", "hub", "hub_xla", "tutorial")
 
 

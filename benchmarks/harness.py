@@ -57,7 +57,7 @@ def full_settings() -> dict:
     points = [(1, 64), (32, 64)]
     return {
         "mode": "full", "config": _small_config(),
-        "train_batch_tokens": 6000, "train_batches": 3,
+        "train_batch_tokens": 6000, "train_batches": 10,
         "train_repeats": 3,
         "loss_steps": 300, "loss_batch_tokens": 1000,
         "repeats": 5, "warmup": 2, "min_repeat_seconds": 0.3,

@@ -80,7 +80,15 @@ class _IdTokenizer:
 
 def training_batches(config, settings: dict, reverse: bool = False,
                      count: int | None = None) -> list:
-    """Padded batches of random ids, as `make_dataset` makes them.
+    """Full padded batches of random ids, as `make_dataset` makes them.
+
+    `make_dataset` fills each length bucket's batches to the token budget
+    and leaves one partial batch per bucket and epoch. On a real corpus
+    (thousands of batches an epoch) those are a few per thousand; on a
+    small sample they would be most of the batches. So the pairs sampled
+    here make about `_CORPUS_BATCHES` x `count` batches, and the first
+    `count` full ones of the shuffled epoch are kept (a partial batch has
+    fewer pairs than its bucket's budget allows).
 
     Args:
         config: the `TransformerConfig` (vocabularies, `max_length`).
@@ -96,13 +104,15 @@ def training_batches(config, settings: dict, reverse: bool = False,
     import numpy as np
 
     from keras_transformer.data import make_dataset
+    from keras_transformer.data.pipeline import default_bucket_lengths
 
     count = settings["train_batches"] if count is None else count
+    budget = settings["train_batch_tokens"]
     max_length = min(config.max_length,
                      settings.get("train_max_length", config.max_length))
     rng = np.random.default_rng(0)
-    # Enough pairs for `count` batches of about `train_batch_tokens`.
-    size = max(64, int(2 * count * settings["train_batch_tokens"] / 8))
+    mean_length = 9  # Tokens of a sampled pair with [END]: about 8.6.
+    size = max(64, _CORPUS_BATCHES * count * budget // mean_length)
     sources, targets = sample_lengths(rng, size, max_length)
     low = 4  # Above the reserved ids.
     vocab = min(config.source_vocab_size, config.target_vocab_size)
@@ -112,14 +122,27 @@ def training_batches(config, settings: dict, reverse: bool = False,
         target = (source[::-1] if reverse
                   else rng.integers(low, config.target_vocab_size, int(t)))
         pairs.append((" ".join(map(str, source)), " ".join(map(str, target))))
+    buckets = np.array(default_bucket_lengths(max_length))
     dataset = make_dataset(pairs, _IdTokenizer(), _IdTokenizer(),
-                           batch_tokens=settings["train_batch_tokens"],
-                           max_length=max_length, seed=0, repeat=True)
+                           batch_tokens=budget, max_length=max_length,
+                           seed=0, repeat=True)
     batches = []
-    for inputs, labels in dataset.take(count):
-        batches.append((inputs["encoder_inputs"].numpy(),
-                        inputs["decoder_inputs"].numpy(), labels.numpy()))
-    return batches
+    for inputs, labels in dataset:
+        source = inputs["encoder_inputs"].numpy()
+        decoder_inputs = inputs["decoder_inputs"].numpy()
+        # Padded to its longest pair, which lies in this bucket.
+        width = max(source.shape[1], labels.shape[1])
+        bucket = buckets[np.searchsorted(buckets, width)]
+        if len(source) == budget // bucket:
+            batches.append((source, decoder_inputs, labels.numpy()))
+        if len(batches) == count:
+            return batches
+    raise AssertionError("unreachable: the dataset repeats")
+
+
+# Batches an epoch of the sampled corpus, per batch kept: at most one
+# partial batch per bucket (42 buckets up to 256 tokens) among 20 x count.
+_CORPUS_BATCHES = 20
 
 
 def batch_figures(config, batches) -> dict:

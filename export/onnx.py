@@ -43,6 +43,7 @@ from keras_transformer.export.onnx_graph import (  # noqa: F401
     _graphs,
     _name_dims,
 )
+from keras_transformer.export.onnx_lean import lean_search
 from keras_transformer.export.onnx_quantize import (
     check_quantize,
     matmul_counts,
@@ -107,7 +108,8 @@ def convert_search(translator, mode: str = "beam",
 
     The steps of `tf2onnx.convert.from_function` (freeze the traced
     function, convert the graph, optimize), with the passes of
-    `_optimizers`, then `_compact`.
+    `_optimizers`, then `_compact` and the leaner decoder step of
+    `export.onnx_lean.lean_search`.
 
     Args:
         translator: a `keras_transformer.Translator`.
@@ -144,6 +146,7 @@ def convert_search(translator, mode: str = "beam",
     model = graph.make_model(f"keras-transformer {mode} search",
                              graph_name=f"{mode}_search")
     _compact(model.graph)
+    lean_search(model)
     _name_dims(model.graph)
     # tf2onnx leaves an op it cannot convert in the graph, under its
     # TensorFlow name.

@@ -44,16 +44,13 @@ weight MatMuls int8 gave 0.41x, 0.93x, 0.48x and 0.73x.
 search graph it quantizes none of the decoder's MatMuls: TensorFlow's
 `while_loop` passes every weight the body reads as a loop-carried value,
 and the body reshapes it at each step, so no MatMul there has a constant
-right-hand side. Rewrites first make them constant, each exact in
-float32:
+right-hand side. `export.onnx_lean` (applied by `convert_search` to every
+graph) makes them constant: `hoist_loop_invariants` reads the weights
+from the outer scope, `fold_weight_views` reshapes them once at export.
+The tied embedding's Transpose is left alone: onnxruntime folds it when
+it loads the graph, and the file holds the table once. One more rewrite
+here, exact in float32:
 
-- `_hoist_loop_invariants`: a carried value that the body passes through
-  unchanged and that starts as an initializer is read from the outer
-  scope instead, and its slot is removed from the Loop;
-- `_fold_weight_views`: a Reshape of an initializer (the attention
-  weights (D, H, K) -> (D, H*K)) becomes an initializer of its own. The
-  tied embedding's Transpose is left alone: onnxruntime folds it when it
-  loads the graph, and the file holds the table once;
 - `_einsums_to_matmuls`: the encoder's projection Einsums
   ("abc,cde->abde", "abcd,cde->abe") become Reshape + MatMul (float32:
   the figures above were measured with them). Agreement moves by a few
@@ -77,6 +74,10 @@ from keras_transformer.export.onnx_graph import (
     _drop_unused_initializers,
     _graphs,
     _name_dims,
+)
+from keras_transformer.export.onnx_lean import (
+    fold_weight_views,
+    hoist_loop_invariants,
 )
 from onnx import helper, numpy_helper
 
@@ -123,8 +124,10 @@ def quantize_search(model: onnx.ModelProto,
             f"Received: quantize={quantize!r}")
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
-    _hoist_loop_invariants(prepared.graph)
-    _fold_weight_views(prepared.graph)
+    # `convert_search` made the step's weights constants of the Loop body
+    # (`export.onnx_lean`); these are no-ops on its graphs.
+    hoist_loop_invariants(prepared.graph)
+    fold_weight_views(prepared.graph)
     _einsums_to_matmuls(prepared.graph)
     _drop_unused_initializers(prepared.graph)
     # onnxruntime's pre-processing (shape inference, graph fusions) has no
@@ -184,79 +187,7 @@ def _float_matmuls(main):
     return names
 
 
-# -- rewrites that make the weights constant (exact in float32) -----------
-
-def _hoist_loop_invariants(main):
-    """Reads carried values that never change from the outer scope."""
-    initializers = {t.name for t in main.initializer}
-    used_outside = collections.Counter(
-        name for node in main.node for name in node.input)
-    used_outside.update(output.name for output in main.output)
-    for loop in [n for n in main.node if n.op_type == "Loop"]:
-        body = next(a.g for a in loop.attribute if a.name == "body")
-        # Loop inputs: M, cond, carried...; body inputs: i, cond,
-        # carried...; body outputs: cond, carried..., scanned...
-        drop = []
-        for slot in range(2, len(loop.input)):
-            outer, inner = loop.input[slot], body.input[slot].name
-            if (outer not in initializers
-                    or body.output[slot - 1].name != inner
-                    or used_outside[loop.output[slot - 2]]):
-                continue
-            for node in body.node:
-                node.input[:] = [outer if name == inner else name
-                                 for name in node.input]
-            drop.append(slot)
-        for slot in reversed(drop):
-            del loop.input[slot]
-            del body.input[slot]
-            del body.output[slot - 1]
-            del loop.output[slot - 2]
-
-
-def _constants(graph, outer):
-    """Name -> array of the initializers and Constant nodes of `graph`."""
-    values = dict(outer)
-    values.update((t.name, numpy_helper.to_array(t))
-                  for t in graph.initializer)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(
-                node.attribute[0].t)
-    return values
-
-
-def _fold_weight_views(main):
-    """Turns a Reshape of a weight, in any graph, into a weight."""
-    weights = {t.name for t in main.initializer}
-    folded = {}
-    for graph, parents in _graphs(main):
-        outer = {}
-        for parent in parents:
-            outer = _constants(parent, outer)
-        values = _constants(graph, outer)
-        keep = []
-        for node in graph.node:
-            value = None
-            if node.input and node.input[0] in weights and all(
-                    name in values for name in node.input):
-                data = values[node.input[0]]
-                if node.op_type == "Reshape":
-                    # A 0 in an ONNX shape keeps that dimension.
-                    shape = [data.shape[i] if size == 0 else int(size)
-                             for i, size in enumerate(values[node.input[1]])]
-                    value = data.reshape(shape)
-            if value is None or value.ndim != 2:
-                keep.append(node)
-                continue
-            folded[node.output[0]] = value
-        if len(keep) != len(graph.node):
-            del graph.node[:]
-            graph.node.extend(keep)
-    for name, value in folded.items():
-        main.initializer.append(numpy_helper.from_array(
-            np.ascontiguousarray(value), name))
-
+# -- a rewrite before quantization (exact in float32) ----------------------
 
 def _einsums_to_matmuls(main):
     """The encoder's projection Einsums as Reshape + MatMul + Reshape."""

@@ -1,9 +1,11 @@
 """Boolean attention masks. True means "may attend"; the pad id is 0.
 
 Shapes: padding masks (B, S); attention masks (B, T, S), where a (T, S) mask
-broadcasts over the batch.
+broadcasts over the batch. `attention_bias` turns a mask into the additive
+float32 form the attention adds to its scores.
 """
 
+import numpy as np
 from keras import ops
 
 from keras_transformer.text.special_tokens import PAD_ID
@@ -52,6 +54,22 @@ def combine_masks(*masks):
     return result
 
 
+# The bias of a hidden key: the float32 minimum. Added to a score (which is
+# far smaller than its spacing, 2e31) it gives the minimum again, so the
+# softmax gives the key weight 0 exactly, as replacing the score would; a
+# row with every key hidden stays finite (uniform) instead of NaN.
+HIDDEN_BIAS = float(np.finfo(np.float32).min)
+
+
+def attention_bias(mask):
+    """Returns float32 0 where `mask` is True, `HIDDEN_BIAS` where False.
+
+    Same shape as the bool `mask`. A decoder step computes one bias and
+    shares it across its layers instead of masking in every layer.
+    """
+    return ops.where(cast_mask(mask), 0.0, HIDDEN_BIAS)
+
+
 def cast_mask(mask):
     """Returns `mask` as a bool tensor (None stays None)."""
     return None if mask is None else ops.cast(mask, "bool")
@@ -59,5 +77,5 @@ def cast_mask(mask):
 
 __all__ = [
     "PAD_ID", "padding_mask", "causal_mask", "attention_mask",
-    "combine_masks", "cast_mask",
+    "combine_masks", "cast_mask", "attention_bias", "HIDDEN_BIAS",
 ]

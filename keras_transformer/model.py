@@ -147,7 +147,7 @@ class Transformer(keras.Model):
         super().__setattr__(name, value)
 
     def _project(self, hidden):
-        """(B, T, D) -> logits (B, T, V), tied or not (§3.4)."""
+        """(..., D) -> logits (..., V), tied or not (§3.4)."""
         if self.output_projection is None:
             return self.target_embedding(hidden, reverse=True)
         return self.output_projection(hidden)
@@ -207,7 +207,7 @@ class Transformer(keras.Model):
         hidden = self.positional_encoding(hidden, start_index=index)
         hidden, cache = self.decoder.decode_step(hidden, index, cache,
                                                  context)
-        logits = self._project(hidden)[:, 0]  # (B, V)
+        logits = self._project(hidden[:, 0])  # (B, D) -> (B, V)
         return ops.cast(logits, "float32"), cache
 
     def cross_attention_weights(self, encoder_inputs, decoder_inputs):

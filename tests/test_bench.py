@@ -211,6 +211,11 @@ def test_training_batches_follow_the_token_budget_and_real_lengths():
     assert len(batches) == 3
     for source, decoder_inputs, labels in batches:
         assert source.shape[0] * max(source.shape[1], labels.shape[1]) <= 256
+        # Full: one more pair would not fit in the budget at its bucket's
+        # length (the first bucket is 8 long; the longest pair of a later
+        # one is at most 10% under its length).
+        width = max(source.shape[1], labels.shape[1], 8)
+        assert (source.shape[0] + 1) * width * 1.1 > 256
         assert decoder_inputs.shape == labels.shape
         assert (decoder_inputs[:, 0] == 2).all()  # [START]
     figures = training.batch_figures(config, batches)

@@ -45,9 +45,9 @@ def beam_search(
     The search is one while loop, as in `greedy_search` (which says what
     that means on each backend). The cache is tiled to B * K rows once
     and reordered with a gather by the parents of the surviving hypotheses
-    at every step. At the start only beam 0 is alive (the others start at
-    log-probability -inf), so the first step does not return K copies of
-    one hypothesis.
+    at the start of every step. At the start only beam 0 is alive (the
+    others start at log-probability -inf), so the first step does not
+    return K copies of one hypothesis.
 
     Args:
         step_fn: callable `step_fn(ids, index, cache) -> (logits, cache)`,
@@ -110,9 +110,9 @@ def beam_search(
     k = beam_size
     max_penalty = _common.gnmt_length_penalty(max_length, alpha)
 
-    def cond(index, ids, cache, alive_seq, alive_log_probs, finished_seq,
-             finished_scores):
-        del ids, cache, alive_seq, finished_seq  # Unused.
+    def cond(index, ids, rows, cache, alive_seq, alive_log_probs,
+             finished_seq, finished_scores):
+        del ids, rows, cache, alive_seq, finished_seq  # Unused.
         # Both sets are sorted best first. An empty finished slot is -inf.
         best_alive = alive_log_probs[:, 0]
         best_possible = best_alive / max_penalty
@@ -124,8 +124,13 @@ def beam_search(
             index < max_length, ops.logical_not(ops.reduce_all(row_done))
         )
 
-    def body(index, ids, cache, alive_seq, alive_log_probs, finished_seq,
-             finished_scores):
+    def body(index, ids, rows, cache, alive_seq, alive_log_probs,
+             finished_seq, finished_scores):
+        # The cache rows of the hypotheses' parents, chosen by the previous
+        # step: reordered here, before the step writes its position, so
+        # that the write goes to the gather's fresh copy (a runtime can
+        # then write in place instead of copying the whole cache again).
+        cache = ops.map_structure(lambda x: _reorder(x, rows), cache)
         logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
         _check_vocab_size(logits)
         vocab_size = ops.dim(logits, -1)
@@ -155,10 +160,8 @@ def beam_search(
         alive_seq = ops.gather_rows(top_seq, alive_pos)
         ids = ops.reshape(ops.gather_rows(top_ids, alive_pos), [-1])
         parents = ops.gather_rows(top_parents, alive_pos)  # [B, K]
-        rows = parents + k * ops.range(batch_size)[:, None]
-        cache = ops.map_structure(
-            lambda x: _reorder(x, ops.reshape(rows, [-1])), cache
-        )
+        rows = ops.reshape(parents + k * ops.range(batch_size)[:, None],
+                           [-1])
 
         # Those of the K best that end join the finished set.
         new_ended = ops.logical_and(
@@ -177,13 +180,14 @@ def beam_search(
             ops.concat([finished_seq, top_seq[:, :k]], axis=1),
             finished_pos,
         )
-        return (index + 1, ids, cache, alive_seq, alive_log_probs,
+        return (index + 1, ids, rows, cache, alive_seq, alive_log_probs,
                 finished_seq, finished_scores)
 
     pad_beams = ops.fill([batch_size, k, max_length], pad_id)  # [B, K, L]
     loop_vars = (
         ops.constant(0, "int32"),
         ops.repeat_rows(initial_ids, k),  # [B * K]
+        ops.range(batch_size * k),  # Rows of the parents: none moved yet.
         ops.map_structure(lambda x: ops.repeat_rows(x, k), initial_cache),
         pad_beams,
         # Only beam 0 is alive at first: the K start beams are identical.
@@ -193,7 +197,7 @@ def beam_search(
         pad_beams,
         ops.fill([batch_size, k], NEG_INF),
     )
-    (length, _, _, alive_seq, alive_log_probs, finished_seq,
+    (length, _, _, _, alive_seq, alive_log_probs, finished_seq,
      finished_scores) = ops.while_loop(cond, body, loop_vars)
     alive_scores = alive_log_probs / _common.gnmt_length_penalty(length,
                                                                  alpha)

@@ -11,15 +11,10 @@ heads.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_transformer.checks import check_positive_int, check_rate
-from keras_transformer.masks import cast_mask, causal_mask, combine_masks
-
-# Masked scores take the float32 minimum: softmax then gives them weight 0
-# exactly, and a fully masked row stays finite (uniform) instead of NaN.
-_FLOAT32_MIN = float(np.finfo(np.float32).min)
+from keras_transformer.masks import attention_bias, causal_mask, combine_masks
 
 
 def scaled_dot_product_attention(query, key, value, attention_mask=None,
@@ -27,16 +22,17 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None,
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V (paper eq. 1).
 
     The softmax runs in float32 whatever the compute dtype, and masked
-    scores are replaced by the float32 minimum (never a -1e9 constant), so
-    float16 and bfloat16 inputs neither overflow nor give weight to masked
-    keys.
+    scores get the float32 minimum added (`masks.attention_bias`, never a
+    -1e9 constant), so float16 and bfloat16 inputs neither overflow nor
+    give weight to masked keys.
 
     Args:
         query: tensor (B, T, H, K).
         key: tensor (B, S, H, K).
         value: tensor (B, S, H, K).
         attention_mask: optional bool tensor (B, T, S) or (T, S); True where
-            a query may attend to a key.
+            a query may attend to a key. A float32 tensor is taken as an
+            additive bias made by `masks.attention_bias`.
         dropout: optional callable applied to the attention weights.
         training: bool, passed to `dropout`.
 
@@ -78,10 +74,12 @@ def _attention_heads_first(query, key, value, attention_mask=None,
     scores = ops.einsum("bhtk,bhsk->bhts", query, key)
     scores = ops.cast(scores, "float32")
     if attention_mask is not None:
-        mask = cast_mask(attention_mask)
-        while len(mask.shape) < 4:
-            mask = ops.expand_dims(mask, -3)  # broadcast over H (and B)
-        scores = ops.where(mask, scores, _FLOAT32_MIN)
+        bias = attention_mask
+        if keras.backend.standardize_dtype(bias.dtype) != "float32":
+            bias = attention_bias(bias)
+        while len(bias.shape) < 4:
+            bias = ops.expand_dims(bias, -3)  # broadcast over H (and B)
+        scores = ops.add(scores, bias)
     weights = ops.softmax(scores, axis=-1)
     weights = ops.cast(weights, value.dtype)
     if dropout is not None:
@@ -209,7 +207,8 @@ class MultiHeadAttention(keras.layers.Layer):
             query: (B, T, D).
             key_heads: (B, H, S, K). value_heads: (B, H, S, K).
             attention_mask: optional bool, (B, T, S) or (T, S) (broadcast
-                over the heads) or already (B, H|1, T|1, S).
+                over the heads) or already (B, H|1, T|1, S); or the float32
+                additive bias of such a mask (`masks.attention_bias`).
             training: bool.
 
         Returns:
@@ -227,7 +226,38 @@ class MultiHeadAttention(keras.layers.Layer):
                            self.key_dim), dtype=self.compute_dtype)
         return {"key": empty, "value": empty}
 
-    def decode_step(self, query, index, cache):
+    @staticmethod
+    def step_inputs(cache, index):
+        """What a decode step at `index` needs besides its cache.
+
+        The same for every layer whose cache has this shape, so a decoder
+        computes it once per step and passes it to each layer's
+        `decode_step`.
+
+        Args:
+            cache: {"key": (B, H, L, K), ...}, a cache of `initial_cache`.
+            index: int32 scalar, the position being decoded.
+
+        Returns:
+            {"rows": int32 (B * H, 3), the [b, h, index] coordinates of the
+            cache rows to write; "bias": float32 (1, 1, 1, L), the additive
+            bias hiding positions after `index`}.
+        """
+        index = ops.cast(index, "int32")
+        shape = ops.shape(cache["key"])
+        batch, heads, length = shape[0], shape[1], shape[2]
+        # Keras' JAX and PyTorch scatters take only 2-D (N, 3) indices.
+        rows = ops.reshape(ops.stack(ops.meshgrid(
+            ops.arange(batch, dtype="int32"),
+            ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1),
+            (-1, 2))
+        rows = ops.concatenate(
+            [rows, ops.broadcast_to(index, (batch * heads, 1))], axis=-1)
+        visible = ops.less_equal(ops.arange(length, dtype="int32"), index)
+        return {"rows": rows,
+                "bias": ops.reshape(attention_bias(visible), (1, 1, 1, -1))}
+
+    def decode_step(self, query, index, cache, step=None):
         """Self-attention for one new position with a fixed-size cache.
 
         Writes this step's key and value at `index` of the cache with a
@@ -240,30 +270,22 @@ class MultiHeadAttention(keras.layers.Layer):
             index: int32 scalar, the position being decoded.
             cache: {"key": (B, H, L, K), "value": (B, H, L, K)}, as made
                 by `initial_cache`.
+            step: optional `step_inputs(cache, index)`, computed here when
+                None.
 
         Returns:
             `(outputs (B, 1, D), cache)`, the cache holding this position.
         """
-        index = ops.cast(index, "int32")
-        shape = ops.shape(cache["key"])
-        batch, heads, length = shape[0], shape[1], shape[2]
-        # (B * H, 3) coordinates [b, h, index] of the rows to write. Keras'
-        # JAX and PyTorch scatters take only 2-D (N, 3) indices.
-        rows = ops.reshape(ops.stack(ops.meshgrid(
-            ops.arange(batch, dtype="int32"),
-            ops.arange(heads, dtype="int32"), indexing="ij"), axis=-1),
-            (-1, 2))
-        rows = ops.concatenate(
-            [rows, ops.broadcast_to(index, (batch * heads, 1))], axis=-1)
+        if step is None:
+            step = self.step_inputs(cache, index)
         # Projections (B, 1, H, K) -> rows (B * H, K).
         key = ops.reshape(self.key_dense(query), (-1, self.key_dim))
         value = ops.reshape(self.value_dense(query), (-1, self.key_dim))
-        cache = {"key": ops.scatter_update(cache["key"], rows, key),
-                 "value": ops.scatter_update(cache["value"], rows, value)}
-        positions = ops.arange(length, dtype="int32")
-        visible = ops.reshape(ops.less_equal(positions, index), (1, 1, 1, -1))
+        cache = {"key": ops.scatter_update(cache["key"], step["rows"], key),
+                 "value": ops.scatter_update(cache["value"], step["rows"],
+                                             value)}
         outputs, _ = self.attend(query, cache["key"], cache["value"],
-                                 visible)
+                                 step["bias"])
         return outputs, cache
 
     def compute_output_shape(self, query_shape, value_shape=None,

@@ -17,7 +17,12 @@ import keras
 from keras import ops
 
 from keras_transformer.layers.encoder import _Block, _Stack, key_padding_mask
-from keras_transformer.masks import cast_mask, causal_mask, combine_masks
+from keras_transformer.masks import (
+    attention_bias,
+    cast_mask,
+    causal_mask,
+    combine_masks,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -97,11 +102,12 @@ class DecoderLayer(_Block):
                                                       mask, training=training)
         inputs = self.cross_attention_residual(inputs, hidden,
                                                training=training)
+        return self._feed_forward_block(inputs, training), weights
+
+    def _feed_forward_block(self, inputs, training=None):
         hidden = self.feed_forward_residual.normalize_input(inputs)
         hidden = self.feed_forward(hidden, training=training)
-        outputs = self.feed_forward_residual(inputs, hidden,
-                                             training=training)
-        return outputs, weights
+        return self.feed_forward_residual(inputs, hidden, training=training)
 
     def initial_cache(self, memory, memory_mask, max_length):
         """The state `decode_step` needs, from the memory (B, S, D).
@@ -125,18 +131,44 @@ class DecoderLayer(_Block):
         cache = self.self_attention.initial_cache(shape[0], max_length)
         return cache, {"key": key, "value": value, "mask": mask}
 
-    def decode_step(self, inputs, index, cache, context):
+    def step_inputs(self, cache, context, index):
+        """What a decode step at `index` needs besides cache and context.
+
+        `MultiHeadAttention.step_inputs` of the self-attention (the cache
+        rows to write, the causal bias) and "memory_bias", the additive
+        bias of the source mask (`masks.attention_bias`). The same for
+        every layer of a stack: `Decoder` computes it once per step.
+        """
+        step = dict(self.self_attention.step_inputs(cache, index))
+        # Converted here, inside the step, not once in `initial_cache`: a
+        # float bias captured by the search loop made TensorFlow's graph
+        # optimizer (TF 2.21) return empty tensors from the whole search.
+        step["memory_bias"] = attention_bias(context["mask"])
+        return step
+
+    def decode_step(self, inputs, index, cache, context, step=None):
         """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
 
         `cache` and `context` are as made by `initial_cache`; the returned
-        cache holds this position's keys and values.
+        cache holds this position's keys and values. `step`: optional
+        `step_inputs(cache, context, index)`, computed here when None.
         """
+        if step is None:
+            step = self.step_inputs(cache, context, index)
         hidden = self.self_attention_residual.normalize_input(inputs)
-        hidden, cache = self.self_attention.decode_step(hidden, index, cache)
+        hidden, cache = self.self_attention.decode_step(hidden, index, cache,
+                                                        step)
         inputs = self.self_attention_residual(inputs, hidden)
-        outputs, _ = self._cross_and_feed_forward(
-            inputs, context["key"], context["value"], context["mask"])
-        return outputs, cache
+        hidden = self.cross_attention_residual.normalize_input(inputs)
+        hidden, _ = self.cross_attention.attend(
+            hidden, context["key"], context["value"], step["memory_bias"])
+        inputs = self.cross_attention_residual(inputs, hidden)
+        # Position-wise, so on (B, D) rows: each Dense is then one matmul
+        # (on (B, 1, D) TensorFlow's Dense goes through tensordot, whose
+        # shape arithmetic is a dozen more nodes per step in ONNX).
+        width = inputs.shape[-1]
+        rows = self._feed_forward_block(ops.reshape(inputs, (-1, width)))
+        return ops.reshape(rows, (-1, 1, width)), cache
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -202,8 +234,11 @@ class Decoder(_Stack):
         """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
         """
         outputs, new_cache = inputs, {}
+        # The write coordinates and both biases, once for every layer.
+        step = self.blocks[0].step_inputs(cache["layer_0"],
+                                          context["layer_0"], index)
         for position, layer in enumerate(self.blocks):
             name = f"layer_{position}"
             outputs, new_cache[name] = layer.decode_step(
-                outputs, index, cache[name], context[name])
+                outputs, index, cache[name], context[name], step)
         return self._finish(outputs), new_cache
