@@ -232,7 +232,10 @@ def _method(results):
         f"longest pair) with a budget of {settings['train_batch_tokens']:,}"
         " tokens, over random ids whose source lengths follow the "
         "English-German .po corpus (`benchmarks/po_corpus.py`; mean 7 "
-        "SentencePiece tokens) and its target / source length ratios; the "
+        "SentencePiece tokens) and its target / source length ratios: the "
+        "first full batches (as many pairs as the bucket's budget allows) "
+        "of a shuffled epoch over 20 times as many pairs, as a real corpus "
+        "gives (each bucket's one partial batch an epoch left out); the "
         "same batches for every model and precision.",
         f"- Each figure: median (min–max) over {settings['repeats']} "
         f"repeats after {settings['warmup']} warm-up call(s); a repeat "
