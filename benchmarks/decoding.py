@@ -12,6 +12,9 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
 - "onnx_int8": the same graphs exported with `quantize="int8"`
   (`export/onnx_quantize.py`: int8 MatMul weights, dynamic uint8
   activations, Loop body included);
+- "onnx_beam_op": the opt-in `beam_ort.onnx` (beam only): onnxruntime's
+  BeamSearch op driving our encoder and decoder-step graphs
+  (`export/onnx_beam_op.py`);
 - "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
   CTranslate2 (tokens in, tokens out) in a process of its own
   (`keras_transformer.benchmarks.ct2_worker`);
@@ -42,13 +45,14 @@ from keras_transformer.benchmarks import (
 from keras_transformer.text import END_ID
 
 RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
-            "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
+            "onnx_beam_op", "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
 LABELS = {
     "ours": "ours, tf.function (Translator)",
     "ours_xla": "ours, XLA (Translator jit_compile)",
     "saved_model": "ours, SavedModel",
     "onnx": "ours, ONNX Runtime",
     "onnx_int8": "ours, ONNX Runtime int8",
+    "onnx_beam_op": "ours, ONNX Runtime BeamSearch op",
     "ct2_float32": "CTranslate2 float32",
     "ct2_int8": "CTranslate2 int8",
     "hub": "keras-hub cached, tf.function",
@@ -58,8 +62,9 @@ LABELS = {
 # The float32 runtimes the package ships (targets against float32 peers).
 SHIPPED = ("ours", "ours_xla", "saved_model", "onnx")
 # What runs without TensorFlow (issue 13 compares these with CTranslate2).
-PORTABLE = ("onnx", "onnx_int8")
+PORTABLE = ("onnx", "onnx_int8", "onnx_beam_op")
 GREEDY_ONLY = ("ours_xla", "hub", "hub_xla", "tutorial")
+BEAM_ONLY = ("onnx_beam_op",)
 
 
 class DecodingBench:
@@ -122,20 +127,22 @@ class DecodingBench:
             export_saved_model(self.translator(length), path)
         return tf.saved_model.load(path)
 
-    def _onnx(self, length, mode, quantize=None):
+    def _onnx(self, length, mode, quantize=None, beam_op=False):
         from keras_transformer.export.onnx import export_onnx
+        from keras_transformer.export.onnx_beam_op import ORT_BEAM_FILE
         from keras_transformer.export.onnx_runtime import make_session
 
-        suffix = f"_{quantize}" if quantize else ""
+        suffix = f"_{quantize}" if quantize else "_op" if beam_op else ""
         path = os.path.join(self.workdir, f"onnx_{length}_{mode}{suffix}")
         with _timed(self.export_seconds,
                     f"onnx{suffix} {mode} ({length} tokens)"):
             report = export_onnx(self.translator(length), path,
                                  modes=(mode,), verify=False,
-                                 quantize=quantize)
+                                 quantize=quantize, beam_op=beam_op)
+        name = ORT_BEAM_FILE if beam_op else f"{mode}.onnx"
         self.file_bytes[f"onnx{suffix} {mode} ({length} tokens)"] = (
-            report["files"][f"{mode}.onnx"])
-        return make_session(os.path.join(path, f"{mode}.onnx"))
+            report["files"][name])
+        return make_session(os.path.join(path, name))
 
     def _ct2(self, quantization):
         """Converts the model; returns its directory (timed elsewhere)."""
@@ -191,6 +198,8 @@ class DecodingBench:
         """
         if runtime in GREEDY_ONLY and beam != 1:
             raise ValueError(f"{runtime} has no beam search")
+        if runtime in BEAM_ONLY and beam == 1:
+            raise ValueError(f"{runtime} has only a beam search")
         if length < self.source_length:
             raise ValueError(
                 f"Output lengths start at the source length "
@@ -215,13 +224,13 @@ class DecodingBench:
             fn = (loaded.translate_tokens_greedy if beam == 1
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
-        if runtime in ("onnx", "onnx_int8"):
+        if runtime in ("onnx", "onnx_int8", "onnx_beam_op"):
             from keras_transformer.export.onnx_runtime import run_search
 
             mode = "greedy" if beam == 1 else "beam"
             quantize = "int8" if runtime == "onnx_int8" else None
-            session = self._once((runtime, length, mode),
-                                 lambda: self._onnx(length, mode, quantize))
+            session = self._once((runtime, length, mode), lambda: self._onnx(
+                length, mode, quantize, beam_op=runtime == "onnx_beam_op"))
             return lambda: run_search(session, source)["target_ids"]
         if runtime in ("hub", "hub_xla"):
             peer = self._once("hub", self._hub)

@@ -34,8 +34,8 @@ from keras_transformer.benchmarks.training import (
 
 ALL = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
        "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
-BEAM = ("ours", "saved_model", "onnx", "onnx_int8", "ct2_float32",
-        "ct2_int8")
+BEAM = ("ours", "saved_model", "onnx", "onnx_int8", "onnx_beam_op",
+        "ct2_float32", "ct2_int8")
 SWEEP = ("ours", "ours_xla", "onnx", "ct2_float32", "hub_xla")
 
 

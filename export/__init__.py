@@ -28,7 +28,8 @@ def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
 
 def export_run(run_dir: str, out_dir: str, format: str = "all",
                texts: list[str] | None = None,
-               settings=None, quantize: str | None = None) -> dict:
+               settings=None, quantize: str | None = None,
+               beam_op: bool = False) -> dict:
     """Exports and verifies a run; returns {"saved_model": ..., "onnx": ...}.
 
     Args:
@@ -42,6 +43,9 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
             those of the run's task (`SearchSettings.for_config`).
         quantize: None or "int8": ONNX graphs with int8 MatMul weights
             (`export_onnx`); only with format "onnx" or "all".
+        beam_op: bool, also write the opt-in `beam_ort.onnx`
+            (onnxruntime's BeamSearch op; `export.onnx_beam_op`); only
+            with format "onnx" or "all" and float32.
     """
     if format not in FORMATS:
         raise ValueError(
@@ -51,6 +55,10 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
             "`quantize` applies to ONNX exports (format 'onnx' or 'all'); "
             f"CTranslate2 has 'ctranslate2-int8'. Received: quantize="
             f"{quantize!r}, format={format!r}")
+    if beam_op and format not in ("onnx", "all"):
+        raise ValueError(
+            "`beam_op` applies to ONNX exports (format 'onnx' or 'all'). "
+            f"Received: beam_op={beam_op!r}, format={format!r}")
     from keras_transformer.runs import load_translator
 
     translator = load_translator(run_dir, settings=settings)
@@ -73,7 +81,7 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
                                      texts=texts,
                                      saved_model_dir=saved_model_dir,
-                                     quantize=quantize)
+                                     quantize=quantize, beam_op=beam_op)
     if format.startswith("ctranslate2"):
         from keras_transformer.export.ctranslate2 import export_ctranslate2
         quantization = "int8" if format.endswith("int8") else None

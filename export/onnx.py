@@ -37,6 +37,11 @@ import time
 import numpy as np
 import onnx
 import tensorflow as tf
+from keras_transformer.export.onnx_beam_op import (
+    ORT_BEAM_FILE,
+    convert_beam_op,
+    verify_beam_op,
+)
 from keras_transformer.export.onnx_graph import (  # noqa: F401
     DIM_NAMES,
     _compact,
@@ -61,6 +66,7 @@ from keras_transformer.export.onnx_runtime import (
 from keras_transformer.export.onnx_text import build_text_model
 from keras_transformer.export.onnx_verify import (
     SEARCH_FUNCTIONS,
+    _verification_inputs,
     check_translator,
     graph_summary,
     verify_onnx,
@@ -186,7 +192,8 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 verify: bool = True,
                 score_tolerance: float = 1e-3,
                 quantize: str | None = None,
-                min_agreement: float = 0.95) -> dict:
+                min_agreement: float = 0.95,
+                beam_op: bool = False) -> dict:
     """Writes the searches of `translator` as ONNX graphs and verifies them.
 
     Writes, for each of `modes`, `GRAPH_FILES[mode]` (token graph) and
@@ -212,6 +219,11 @@ def export_onnx(translator, out_dir: str | os.PathLike,
             least `min_agreement` of them instead of all.
         min_agreement: float in (0, 1], the share of sentences an int8
             export must translate as TensorFlow does. Defaults to 0.95.
+        beam_op: bool, also write `export.onnx_beam_op.ORT_BEAM_FILE`,
+            the beam search as onnxruntime's BeamSearch op (opt-in: it
+            ranks by log P / length^alpha, not GNMT; see that module),
+            verified against the Translator at length_penalty 0 (float32
+            only). Defaults to False.
 
     Returns:
         A report dict: `out_dir`, `opset`, `files` (name -> bytes),
@@ -222,8 +234,9 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         `conversion_seconds` (mode -> seconds, both graphs),
         `quantization` (None or "int8"), `float32_bytes` (mode -> bytes
         of the token graph before quantization), `matmuls` (mode ->
-        `export.onnx_quantize.matmul_counts` of the token graph) and
-        `verification` (the `verify_onnx` report, or None).
+        `export.onnx_quantize.matmul_counts` of the token graph),
+        `verification` (the `verify_onnx` report, or None) and
+        `beam_op` (None, or `verify_beam_op`'s report, or {} unverified).
 
     Raises:
         TypeError: `translator` is not a Translator with SentencePiece
@@ -241,6 +254,10 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     """
     check_translator(translator)
     check_quantize(quantize)
+    if not isinstance(beam_op, bool) or (beam_op and quantize is not None):
+        raise ValueError(
+            "`beam_op` must be a bool, and False with `quantize`. Received: "
+            f"beam_op={beam_op!r}, quantize={quantize!r}")
     protos = [_model_proto(translator, side) for side in ("source", "target")]
     if check_int("opset", opset, MIN_OPSET) > MAX_OPSET:
         raise ValueError(
@@ -293,10 +310,27 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                     TEXT_GRAPH_FILES[mode], report["conversion_seconds"][mode])
     translator.source_tokenizer.save(os.path.join(out_dir, SOURCE_MODEL))
     translator.target_tokenizer.save(os.path.join(out_dir, TARGET_MODEL))
+    report["beam_op"] = None
+    if beam_op:
+        start = time.perf_counter()
+        onnx.save(convert_beam_op(translator, opset),
+                  os.path.join(out_dir, ORT_BEAM_FILE))
+        report["conversion_seconds"]["beam_op"] = round(
+            time.perf_counter() - start, 2)
+        report["files"][ORT_BEAM_FILE] = os.path.getsize(
+            os.path.join(out_dir, ORT_BEAM_FILE))
+        report["beam_op"] = {}
+        if verify:
+            ids, _ = _verification_inputs(translator, texts, source_ids)
+            report["beam_op"] = verify_beam_op(
+                os.path.join(out_dir, ORT_BEAM_FILE), translator, ids,
+                score_tolerance=score_tolerance)
     # The configuration last: a directory with one lists complete graphs.
+    config = _runtime_config(translator, opset, modes, quantize)
+    if beam_op:
+        config["beam_op_graph"] = ORT_BEAM_FILE
     with open(config_path, "w", encoding="utf-8") as file:
-        json.dump(_runtime_config(translator, opset, modes, quantize), file,
-                  indent=2, sort_keys=True)
+        json.dump(config, file, indent=2, sort_keys=True)
     for name in (*(GRAPH_FILES[mode] for mode in modes),
                  *(TEXT_GRAPH_FILES[mode] for mode in modes), SOURCE_MODEL,
                  TARGET_MODEL, CONFIG_FILE):

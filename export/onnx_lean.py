@@ -221,10 +221,11 @@ def _fuse_in(graph, values) -> int:
             if any(uses[name] != count for name, count in single.items()):
                 continue
             remove.update(id(n) for n in (*inner, shift))
+            name = f"{shift.name or shift.output[0]}/layer_norm"
             added.append((shift, helper.make_node(
-                "LayerNormalization", [x, gamma, beta],
-                [shift.output[0]], name=f"{shift.name}/layer_norm",
-                axis=axis, epsilon=float(epsilon.reshape(())))))
+                "LayerNormalization", [x, gamma, beta], [shift.output[0]],
+                name=name, axis=axis,
+                epsilon=float(epsilon.reshape(())))))
             break
     if not added:
         return 0

@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX only: int8 MatMul weights (onnxruntime "
                              "dynamic quantization, the search loop "
                              "included), verified against float32 ids")
+    export.add_argument("--ort-beam-search", action="store_true",
+                        help="ONNX only: also write beam_ort.onnx, the "
+                             "beam search as onnxruntime's BeamSearch op "
+                             "(faster; ranks by score / length^alpha, not "
+                             "GNMT; verified at alpha 0)")
     _add_search(export)
 
     bench = command("bench", "speed benchmarks")
@@ -379,7 +384,8 @@ def _print_metrics(metrics):
 def _cmd_export(args):
     from keras_transformer.export import export_run
     report = export_run(args.run, args.out, args.format,
-                        settings=_settings(args), quantize=args.quantize)
+                        settings=_settings(args), quantize=args.quantize,
+                        beam_op=args.ort_beam_search)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

@@ -155,7 +155,11 @@ class Translator(tf.Module):
 
     def _best(self, source_ids, beam_size):
         ids, scores = self._search(source_ids, beam_size)
-        ids, scores = ids[:, 0], scores[:, 0]
+        return self._finish(source_ids, ids[:, 0], scores[:, 0])
+
+    def _finish(self, source_ids, ids, scores):
+        """The best hypotheses (B, L), (B,) as the token functions return
+        them: the empty-input rule, then no all-padding columns."""
         # The empty-input rule: no token besides [END] gives nothing.
         empty = _is_empty(source_ids)
         ids = tf.where(empty[:, None], PAD_ID, ids)

@@ -26,6 +26,7 @@ from keras_transformer.export.onnx_runtime import (
     OnnxTranslator,
     make_session,
     read_config,
+    run_search,
     text_feed,
 )
 from keras_transformer.export.onnx_verify import bad_input_texts, verify_onnx
@@ -33,6 +34,7 @@ from keras_transformer.export.saved_model import export_saved_model
 from onnx import helper, numpy_helper
 
 from keras_transformer.config import TransformerConfig
+from keras_transformer.inference import SearchSettings
 from keras_transformer.model import build_transformer
 from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
 from keras_transformer.text.sentencepiece_tokenizer import (
@@ -368,6 +370,9 @@ def test_export_report_and_parity_counts(trained):
         assert report["text_nodes"][mode] == sum(ops.values())
     assert "TopK" in report["op_types"]["beam"]
     assert "ArgMax" in report["op_types"]["greedy"]
+    for mode in ("beam", "greedy"):
+        # export.onnx_lean: every LayerNorm of the 1 + 1 layers is one node.
+        assert report["op_types"][mode]["LayerNormalization"] == 5
 
 
 @pytest.mark.slow
@@ -791,3 +796,54 @@ def test_raw_token_graph_rejects_ids_outside_the_vocabulary(trained, mode):
     ids, = session.run(["target_ids"], {
         "source_ids": np.array([[5, 6, END_ID]], np.int32)})
     assert ids.shape[0] == 1
+
+
+@pytest.mark.slow
+def test_beam_op_graph_equals_the_translator_at_length_penalty_0(
+        trained, tmp_path):
+    """The opt-in BeamSearch-op file: verified ids, then run by hand."""
+    from keras_transformer.export.onnx_beam_op import ORT_BEAM_FILE
+
+    report = onnx_export.export_onnx(
+        trained.translator, tmp_path, modes=("beam",), texts=trained.texts,
+        beam_op=True)
+    # The verification sentences (the texts and the bad inputs): at least
+    # 95% the Translator's ids at alpha 0.
+    checked = report["beam_op"]
+    assert checked["sentences"] == report["verification"]["sentences"]
+    assert checked["identical"] >= 0.95 * checked["sentences"]
+    assert len(checked["mismatches"]) == min(
+        5, checked["sentences"] - checked["identical"])
+    assert checked["max_score_difference"] < 1e-3
+    config = json.loads((tmp_path / "onnx_config.json").read_text())
+    assert config["beam_op_graph"] == ORT_BEAM_FILE
+    # At the translator's alpha (0.6) it ranks by log P / length^alpha:
+    # where it picks our hypothesis, the two scores are the same log P.
+    session = make_session(tmp_path / ORT_BEAM_FILE)
+    ids = trained.translator.source_ids(
+        tf.constant(trained.texts[:32])).numpy()
+    got = run_search(session, ids)
+    expected = trained.translator.translate_tokens(ids)
+    width = max(got["target_ids"].shape[1], expected["target_ids"].shape[1])
+    same = (padded(got["target_ids"].tolist(), width) == padded(
+        expected["target_ids"].numpy().tolist(), width)).all(axis=1)
+    assert same.mean() >= 0.9
+    lengths = (got["target_ids"] != 0).sum(axis=1)
+    np.testing.assert_allclose(
+        (got["score"] * lengths ** 0.6)[same],
+        (expected["score"].numpy() * ((5 + lengths) / 6) ** 0.6)[same],
+        rtol=1e-4)
+
+
+def test_beam_op_rejects_rules_it_cannot_follow(trained):
+    from keras_transformer.export.onnx_beam_op import convert_beam_op
+
+    translator = Translator(
+        trained.translator.model, trained.translator.source_tokenizer,
+        trained.translator.target_tokenizer,
+        settings=SearchSettings(no_repeat_ngram_size=2))
+    with pytest.raises(ValueError, match="no_repeat_ngram_size=2"):
+        convert_beam_op(translator)
+    with pytest.raises(ValueError, match="beam_op"):
+        onnx_export.export_onnx(trained.translator, "unused",
+                                beam_op=True, quantize="int8")
