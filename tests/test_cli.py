@@ -92,9 +92,6 @@ def test_translate_evaluate_export(trained_run, corpus_files, tmp_path,
      "trained run directory"),
     (["export", "--run", "/no/such/run", "--out", "x"],
      "trained run directory"),
-    # The BeamSearch-op file is ONNX only, checked before the run is read.
-    (["export", "--run", "/no/such/run", "--out", "x", "--format",
-      "saved_model", "--ort-beam-search"], "`beam_op` applies to ONNX"),
     (["translate", "--run", ".", "--file", "/no/file.txt"],
      "trained run directory"),
     (["train", "--data", "bundled", "--run", "x", "--set", "layers=3"],
@@ -109,6 +106,15 @@ def test_errors_are_one_line(argv, message, capsys, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_export_beam_op_flag_reaches_the_export(trained_run, capsys,
+                                               tmp_path):
+    # The BeamSearch-op file is ONNX only: refused before any export.
+    assert main(["export", "--run", trained_run, "--out", str(tmp_path),
+                 "--format", "saved_model", "--ort-beam-search"]) == 2
+    assert "`beam_op` applies to ONNX" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_unknown_preset_is_rejected(capsys):
