@@ -108,6 +108,35 @@ def _optimizers():
     ])
 
 
+def function_to_onnx(function, opset: int, doc: str,
+                     graph_name: str = "keras_transformer"
+                     ) -> onnx.ModelProto:
+    """tf2onnx's conversion of a `tf.function` with an input signature.
+
+    The steps of `tf2onnx.convert.from_function` (freeze the traced
+    function, convert the graph, optimize with `_optimizers`); inputs and
+    outputs keep the names of the signature and of the returned dict.
+    """
+    from tf2onnx import optimizer, tf_loader, tfonnx
+    from tf2onnx.convert import tensor_names_from_structed
+
+    concrete = function.get_concrete_function()
+    inputs = [t.name for t in concrete.inputs if t.dtype != tf.resource]
+    outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+    renames = tensor_names_from_structed(concrete, inputs, outputs)
+    with tf.device("/cpu:0"):
+        graph_def = tf_loader.from_function(concrete, inputs, outputs)
+        with tf.Graph().as_default() as tf_graph:
+            tf.import_graph_def(graph_def, name="")
+            graph = tfonnx.process_tf_graph(
+                tf_graph, opset=opset, input_names=inputs,
+                output_names=outputs, tensors_to_rename=renames,
+                custom_op_handlers={"Erfc": (_erfc, [])})
+    graph = optimizer.optimize_graph(graph, catch_errors=False,
+                                     optimizers=_optimizers())
+    return graph.make_model(doc, graph_name=graph_name)
+
+
 def convert_search(translator, mode: str = "beam",
                    opset: int = MIN_OPSET) -> onnx.ModelProto:
     """Converts one search of `translator` to an ONNX model with tf2onnx.
@@ -127,30 +156,14 @@ def convert_search(translator, mode: str = "beam",
         source_length] and outputs `target_ids` int32 [batch,
         target_length], `score` float32 [batch].
     """
-    from tf2onnx import optimizer, tf_loader, tfonnx
-    from tf2onnx.convert import tensor_names_from_structed
-
     if mode not in GRAPH_FILES:
         raise ValueError(
             f"`mode` must be one of {sorted(GRAPH_FILES)}. "
             f"Received: mode={mode!r}")
     function = getattr(translator, SEARCH_FUNCTIONS[mode])
-    concrete = function.get_concrete_function()
-    inputs = [t.name for t in concrete.inputs if t.dtype != tf.resource]
-    outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
-    renames = tensor_names_from_structed(concrete, inputs, outputs)
-    with tf.device("/cpu:0"):
-        graph_def = tf_loader.from_function(concrete, inputs, outputs)
-        with tf.Graph().as_default() as tf_graph:
-            tf.import_graph_def(graph_def, name="")
-            graph = tfonnx.process_tf_graph(
-                tf_graph, opset=opset, input_names=inputs,
-                output_names=outputs, tensors_to_rename=renames,
-                custom_op_handlers={"Erfc": (_erfc, [])})
-    graph = optimizer.optimize_graph(graph, catch_errors=False,
-                                     optimizers=_optimizers())
-    model = graph.make_model(f"keras-transformer {mode} search",
-                             graph_name=f"{mode}_search")
+    model = function_to_onnx(function, opset,
+                             f"keras-transformer {mode} search",
+                             f"{mode}_search")
     _compact(model.graph)
     lean_search(model)
     _name_dims(model.graph)

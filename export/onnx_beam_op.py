@@ -160,24 +160,9 @@ def _subgraph_functions(model):
 
 def _convert(function, outputs_order, opset):
     """tf2onnx conversion keeping the functions' input and output names."""
-    from keras_transformer.export.onnx import _optimizers
-    from tf2onnx import optimizer, tf_loader, tfonnx
-    from tf2onnx.convert import tensor_names_from_structed
+    from keras_transformer.export.onnx import function_to_onnx
 
-    concrete = function.get_concrete_function()
-    inputs = [t.name for t in concrete.inputs if t.dtype != tf.resource]
-    outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
-    renames = tensor_names_from_structed(concrete, inputs, outputs)
-    with tf.device("/cpu:0"):
-        graph_def = tf_loader.from_function(concrete, inputs, outputs)
-        with tf.Graph().as_default() as tf_graph:
-            tf.import_graph_def(graph_def, name="")
-            graph = tfonnx.process_tf_graph(
-                tf_graph, opset=opset, input_names=inputs,
-                output_names=outputs, tensors_to_rename=renames)
-    graph = optimizer.optimize_graph(graph, catch_errors=False,
-                                     optimizers=_optimizers())
-    model = graph.make_model("keras-transformer")
+    model = function_to_onnx(function, opset, "keras-transformer")
     _compact(model.graph)
     lean_search(model)
     if outputs_order is not None:  # onnxruntime reads them by position.
