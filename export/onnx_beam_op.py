@@ -61,10 +61,6 @@ BEAM_OP_AGREEMENT = 0.95
 _IDS = tf.TensorSpec([None, None], tf.int32, name="source_ids")
 
 
-def _heads_first(x):
-    return tf.transpose(x, (0, 2, 1, 3))
-
-
 def _step(model, ids, index, past, cross, memory_bias):
     """One decoder position with a growing self-attention cache.
 
@@ -78,19 +74,14 @@ def _step(model, ids, index, past, cross, memory_bias):
             model.decoder.blocks, past, cross):
         attention = layer.self_attention
         normed = layer.self_attention_residual.normalize_input(hidden)
-        keys = tf.concat(
-            [past_key, _heads_first(attention.key_dense(normed))], axis=2)
-        values = tf.concat(
-            [past_value, _heads_first(attention.value_dense(normed))],
-            axis=2)
+        new_key, new_value = attention.compute_key_value(normed)
+        keys = tf.concat([past_key, new_key], axis=2)
+        values = tf.concat([past_value, new_value], axis=2)
         present.append((keys, values))
         out, _ = attention.attend(normed, keys, values)
         hidden = layer.self_attention_residual(hidden, out)
-        normed = layer.cross_attention_residual.normalize_input(hidden)
-        out, _ = layer.cross_attention.attend(normed, key, value,
-                                              memory_bias)
-        hidden = layer.cross_attention_residual(hidden, out)
-        hidden = layer._feed_forward_block(hidden)
+        hidden, _ = layer._cross_and_feed_forward(hidden, key, value,
+                                                  memory_bias)
     hidden = model.decoder._finish(hidden)
     return tf.cast(model._project(hidden), tf.float32), present
 

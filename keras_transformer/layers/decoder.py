@@ -97,12 +97,18 @@ class DecoderLayer(_Block):
     def _cross_and_feed_forward(self, inputs, key, value, mask,
                                 training=None):
         """Cross-attention to keys/values (B, H, S, K) and feed-forward."""
+        inputs, weights = self._cross_attention_block(inputs, key, value,
+                                                      mask, training)
+        return self._feed_forward_block(inputs, training), weights
+
+    def _cross_attention_block(self, inputs, key, value, mask,
+                               training=None):
+        """The cross-attention sub-layer with its residual and norm."""
         hidden = self.cross_attention_residual.normalize_input(inputs)
         hidden, weights = self.cross_attention.attend(hidden, key, value,
                                                       mask, training=training)
-        inputs = self.cross_attention_residual(inputs, hidden,
-                                               training=training)
-        return self._feed_forward_block(inputs, training), weights
+        return self.cross_attention_residual(inputs, hidden,
+                                             training=training), weights
 
     def _feed_forward_block(self, inputs, training=None):
         hidden = self.feed_forward_residual.normalize_input(inputs)
@@ -159,10 +165,8 @@ class DecoderLayer(_Block):
         hidden, cache = self.self_attention.decode_step(hidden, index, cache,
                                                         step)
         inputs = self.self_attention_residual(inputs, hidden)
-        hidden = self.cross_attention_residual.normalize_input(inputs)
-        hidden, _ = self.cross_attention.attend(
-            hidden, context["key"], context["value"], step["memory_bias"])
-        inputs = self.cross_attention_residual(inputs, hidden)
+        inputs, _ = self._cross_attention_block(
+            inputs, context["key"], context["value"], step["memory_bias"])
         # Position-wise, so on (B, D) rows: each Dense is then one matmul
         # (on (B, 1, D) TensorFlow's Dense goes through tensordot, whose
         # shape arithmetic is a dozen more nodes per step in ONNX).
