@@ -76,19 +76,19 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
     import inspect
 
     if "settings" in inspect.signature(Translator).parameters:
+        from keras_transformer.contract import SearchSettings
         from keras_transformer.export.onnx import export_onnx
-        from keras_transformer.export.onnx_runtime import make_session
+        from keras_transformer.export.onnx.runtime import make_session
         from keras_transformer.export.saved_model import export_saved_model
-
-        from keras_transformer.inference import SearchSettings
 
         def make(jit):
             return Translator(model, tokenizer, tokenizer,
                               settings=SearchSettings(extra_length=extra),
                               jit_compile=jit)
     else:  # the version before SearchSettings, with a top-level `export`
-        from export.onnx import export_onnx
         from export.onnx_runtime import make_session
+
+        from export.onnx import export_onnx
         from export.saved_model import export_saved_model
 
         def make(jit):

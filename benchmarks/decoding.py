@@ -35,13 +35,13 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+
 from keras_transformer.benchmarks import (
     keras_hub_peer,
     ours,
     reference_tutorial,
     timing,
 )
-
 from keras_transformer.text import END_ID
 
 RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
@@ -128,9 +128,9 @@ class DecodingBench:
         return tf.saved_model.load(path)
 
     def _onnx(self, length, mode, quantize=None, beam_op=False):
+        from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
         from keras_transformer.export.onnx import export_onnx
-        from keras_transformer.export.onnx_beam_op import ORT_BEAM_FILE
-        from keras_transformer.export.onnx_runtime import make_session
+        from keras_transformer.export.onnx.runtime import make_session
 
         suffix = f"_{quantize}" if quantize else "_op" if beam_op else ""
         path = os.path.join(self.workdir, f"onnx_{length}_{mode}{suffix}")
@@ -139,7 +139,7 @@ class DecodingBench:
             report = export_onnx(self.translator(length), path,
                                  modes=(mode,), verify=False,
                                  quantize=quantize, beam_op=beam_op)
-        name = ORT_BEAM_FILE if beam_op else f"{mode}.onnx"
+        name = ONNX_BEAM_OP_GRAPH if beam_op else f"{mode}.onnx"
         self.file_bytes[f"onnx{suffix} {mode} ({length} tokens)"] = (
             report["files"][name])
         return make_session(os.path.join(path, name))
@@ -225,7 +225,7 @@ class DecodingBench:
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
         if runtime in ("onnx", "onnx_int8", "onnx_beam_op"):
-            from keras_transformer.export.onnx_runtime import run_search
+            from keras_transformer.export.onnx.runtime import run_search
 
             mode = "greedy" if beam == 1 else "beam"
             quantize = "int8" if runtime == "onnx_int8" else None

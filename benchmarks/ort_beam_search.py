@@ -1,6 +1,6 @@
 """Experiment: onnxruntime's own beam search against our beam graph.
 
-`export.onnx_beam_op` writes the beam search as onnxruntime's
+`export.onnx.beam_op` writes the beam search as onnxruntime's
 `com.microsoft.BeamSearch` contrib op driving two graphs of our model
 (encoder with the first step; decoder step with a growing cache). It
 ranks finished hypotheses by score / length^alpha, not the GNMT penalty,
@@ -28,11 +28,11 @@ LENGTH, SOURCE_LENGTH, BEAM = 64, 16, 4
 def export(workdir):
     """Writes beam.onnx and the BeamSearch graph, both at alpha 0."""
     import numpy as np
-    from keras_transformer.benchmarks import harness, ours
-    from keras_transformer.export.onnx import export_onnx
 
+    from keras_transformer.benchmarks import harness, ours
     from keras_transformer.config import TransformerConfig
-    from keras_transformer.inference import SearchSettings
+    from keras_transformer.contract import SearchSettings
+    from keras_transformer.export.onnx import export_onnx
     from keras_transformer.text import END_ID
     from keras_transformer.translator import Translator
 
@@ -60,11 +60,12 @@ def measure(workdir, repeats):
     import time
 
     import numpy as np
-    from keras_transformer.export.onnx_beam_op import ORT_BEAM_FILE
-    from keras_transformer.export.onnx_runtime import make_session
+
+    from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
+    from keras_transformer.export.onnx.runtime import make_session
 
     ours = make_session(os.path.join(workdir, "ours", "beam.onnx"))
-    theirs = make_session(os.path.join(workdir, "op", ORT_BEAM_FILE))
+    theirs = make_session(os.path.join(workdir, "op", ONNX_BEAM_OP_GRAPH))
 
     def run_ours(source):
         return ours.run(["target_ids"], {"source_ids": source})[0]

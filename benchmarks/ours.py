@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_transformer.inference import SearchSettings
+from keras_transformer.contract import SearchSettings
 from keras_transformer.model import build_transformer
 from keras_transformer.text import (
     RESERVED_TOKENS,

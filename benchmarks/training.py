@@ -148,6 +148,7 @@ _CORPUS_BATCHES = 20
 def batch_figures(config, batches) -> dict:
     """Real and padded tokens and the FLOPs of one pass over `batches`."""
     import numpy as np
+
     from keras_transformer.benchmarks import ours
 
     real = sum(int(np.count_nonzero(labels)) for _, _, labels in batches)
@@ -182,7 +183,6 @@ def _build(peer, config, jit_compile):
         return model, "tuple"
     if peer == "keras_hub":
         from keras_transformer.benchmarks import keras_hub_peer
-
         from keras_transformer.training import (
             MaskedSparseCategoricalCrossentropy,
             make_optimizer,

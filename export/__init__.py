@@ -44,7 +44,7 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         quantize: None or "int8": ONNX graphs with int8 MatMul weights
             (`export_onnx`); only with format "onnx" or "all".
         beam_op: bool, also write the opt-in `beam_ort.onnx`
-            (onnxruntime's BeamSearch op; `export.onnx_beam_op`); only
+            (onnxruntime's BeamSearch op; `export.onnx.beam_op`); only
             with format "onnx" or "all" and float32.
     """
     if format not in FORMATS:

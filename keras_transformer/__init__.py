@@ -11,7 +11,7 @@ Public API:
     load_corpus, make_dataset (data)     corpora and the tf.data pipeline
     TransformerSchedule, train (training) the paper's recipe with model.fit
     greedy_search, beam_search           cached search over a step function
-    SearchSettings (inference)           beam size, length penalty, ...
+    SearchSettings (contract)            beam size, length penalty, ...
     Translator                           tokenizers + model + search
     RunDirectory (run_directory)         the files of one run directory
     train_run, load_translator,          run directories (the CLI's API)
@@ -78,7 +78,7 @@ _LAZY_NAMES = {
     # Search and translation.
     "beam_search": ".decoding",
     "greedy_search": ".decoding",
-    "SearchSettings": ".inference",
+    "SearchSettings": ".contract",
     "Translator": ".translator",
     # Run directories.
     "RunDirectory": ".run_directory",

@@ -1,6 +1,6 @@
 """`RunDirectory`: the one owner of a trained run directory's files.
 
-A run directory holds everything needed to use a model again (DESIGN.md):
+A run directory holds everything needed to use a model again:
 
     config.json          the TransformerConfig (and the task)
     tokenizer.json       the tokenizer options and model files
@@ -13,7 +13,7 @@ A run directory holds everything needed to use a model again (DESIGN.md):
     metrics.json         data statistics and evaluations
     samples.txt          held-out sources to verify exports with
 
-Every file name is defined here, JSON is written atomically (a kill leaves
+Every file name is defined in `keras_transformer.contract` and used here, JSON is written atomically (a kill leaves
 the old file or the new one, never half of one), and the config check runs
 once per training (`claim`). Pure Python: no TensorFlow import.
 """
@@ -23,19 +23,21 @@ import os
 from typing import Any
 
 from keras_transformer.config import TransformerConfig
+from keras_transformer.contract import (  # noqa: F401 (this module's names)
+    CHECKPOINTS,
+    CONFIG,
+    HISTORY,
+    LOGS,
+    METRICS,
+    MODEL,
+    SAMPLES,
+    SOURCE_MODEL,
+    TARGET_MODEL,
+    TOKENIZER,
+)
 
-CONFIG = "config.json"
-TOKENIZER = "tokenizer.json"
-SOURCE_MODEL = "source.model"
-TARGET_MODEL = "target.model"
-MODEL = "model.keras"
-CHECKPOINTS = "checkpoints"
 BACKUP = os.path.join(CHECKPOINTS, "backup")
 STATE = os.path.join(CHECKPOINTS, "state.json")
-LOGS = "logs"
-HISTORY = "history.json"
-METRICS = "metrics.json"
-SAMPLES = "samples.txt"
 
 _MISSING = object()
 

@@ -15,12 +15,12 @@ import keras
 
 from keras_transformer import run_directory as files
 from keras_transformer.config import TransformerConfig
+from keras_transformer.contract import SearchSettings
 from keras_transformer.data import encode_pairs, load_corpus, make_dataset
 from keras_transformer.evaluation import (
     evaluate_summaries,
     evaluate_translations,
 )
-from keras_transformer.inference import SearchSettings
 from keras_transformer.run_directory import RunDirectory
 from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
 from keras_transformer.text.sentencepiece_tokenizer import (

@@ -2,7 +2,7 @@
 
 A `tf.Module`, so the very object that translates in Python is what
 `export/saved_model.py` writes: its `tf.function`s become the SavedModel's
-signatures. Inputs follow the rules of `keras_transformer.inference` (the
+signatures. Inputs follow the rules of `keras_transformer.contract` (the
 same in every runtime), and the search its `SearchSettings`.
 """
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from keras_transformer import decoding
 from keras_transformer.checks import check_bool, check_int
-from keras_transformer.inference import SearchSettings
+from keras_transformer.contract import SearchSettings
 from keras_transformer.model import Transformer
 from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 

@@ -128,7 +128,7 @@ def train_run(directory, corpus):
     """`keras-transformer train` on this backend, then its search ids."""
     from keras_transformer.cli import main
     from keras_transformer.config import TransformerConfig
-    from keras_transformer.inference import SearchSettings
+    from keras_transformer.contract import SearchSettings
 
     run = os.path.join(directory, "run")
     code = main(["train", "--data", corpus, "--run", run, "--preset",

@@ -118,10 +118,10 @@ def test_a_run_trained_on_jax_exports_through_tensorflow(tmp_path):
     _require("jax")
     import onnxruntime as ort
     import tensorflow as tf
-    from keras_transformer.export import onnx as onnx_export
-    from keras_transformer.export.saved_model import export_saved_model
 
     from keras_transformer.data import write_bundled_tsv
+    from keras_transformer.export.onnx import convert as onnx_export
+    from keras_transformer.export.saved_model import export_saved_model
     from keras_transformer.runs import load_translator
 
     corpus = write_bundled_tsv(tmp_path / "corpus", "de", max_number=999,

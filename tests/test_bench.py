@@ -5,8 +5,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from keras_transformer.benchmarks import harness, ours, report, timing
 
+from keras_transformer.benchmarks import harness, ours, report, timing
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from keras_transformer import inference, run_directory
+from keras_transformer import run_directory
 from keras_transformer.text import special_tokens
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -3,7 +3,10 @@
 import pytest
 import sacrebleu
 
-from keras_transformer.evaluation import evaluate_summaries, evaluate_translations
+from keras_transformer.evaluation import (
+    evaluate_summaries,
+    evaluate_translations,
+)
 
 HYPOTHESES = [
     "the cat sat on the mat .",

@@ -16,15 +16,19 @@ pytest.importorskip("ctranslate2")
 pytest.importorskip("sentencepiece")
 
 import tensorflow as tf  # noqa: E402
-from keras_transformer.export import ctranslate2 as ct2_export  # noqa: E402
-from keras_transformer.export import verification_texts  # noqa: E402
-from keras_transformer.export.ctranslate2_runtime import (  # noqa: E402
-    CTranslate2Translator,
-    gnmt_penalty,
-)
 
 from keras_transformer.config import TransformerConfig  # noqa: E402
-from keras_transformer.inference import SearchSettings  # noqa: E402
+from keras_transformer.contract import (
+    SearchSettings,  # noqa: E402
+    gnmt_penalty,  # noqa: E402
+)
+from keras_transformer.export import verification_texts  # noqa: E402
+from keras_transformer.export.ctranslate2 import (  # noqa: E402
+    convert as ct2_export,
+)
+from keras_transformer.export.ctranslate2.runtime import (  # noqa: E402
+    CTranslate2Translator,
+)
 from keras_transformer.model import build_transformer  # noqa: E402
 from keras_transformer.text.sentencepiece_model import (  # noqa: E402
     learn_tokenizer_models,
@@ -38,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_DIR = "exported/ctranslate2"
 # The README's examples, as written there (README_DIR is replaced).
 README_RUNTIME = '''
-from keras_transformer.export.ctranslate2_runtime import CTranslate2Translator
+from keras_transformer.export.ctranslate2.runtime import CTranslate2Translator
 
 translator = CTranslate2Translator("exported/ctranslate2")  # device="cuda"
 pairs = translator(["forty-two", ""])        # [(translation, score), ...]
@@ -80,7 +84,7 @@ try:
 except ImportError:
     pass
 model_dir, texts = sys.argv[1], json.loads(sys.argv[2])
-from keras_transformer.export.ctranslate2_runtime import CTranslate2Translator
+from keras_transformer.export.ctranslate2.runtime import CTranslate2Translator
 
 ct2 = CTranslate2Translator(model_dir)
 answer = {"greedy": ct2(texts, greedy=True), "beam": ct2(texts),

@@ -21,20 +21,25 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
-from keras_transformer.export import onnx as onnx_export
-from keras_transformer.export.onnx_runtime import (
+from onnx import helper, numpy_helper
+
+from keras_transformer.config import TransformerConfig
+from keras_transformer.contract import SearchSettings
+from keras_transformer.export.onnx import convert as onnx_convert
+from keras_transformer.export.onnx import export as onnx_export
+from keras_transformer.export.onnx import graph as onnx_graph
+from keras_transformer.export.onnx.runtime import (
     OnnxTranslator,
     make_session,
     read_config,
     run_search,
     text_feed,
 )
-from keras_transformer.export.onnx_verify import bad_input_texts, verify_onnx
+from keras_transformer.export.onnx.verify import bad_input_texts, verify_onnx
+from keras_transformer.export.onnx.verify import (
+    graph_summary as onnx_verify_summary,
+)
 from keras_transformer.export.saved_model import export_saved_model
-from onnx import helper, numpy_helper
-
-from keras_transformer.config import TransformerConfig
-from keras_transformer.inference import SearchSettings
 from keras_transformer.model import build_transformer
 from keras_transformer.text.sentencepiece_model import learn_tokenizer_models
 from keras_transformer.text.sentencepiece_tokenizer import (
@@ -189,11 +194,11 @@ def test_compact_keeps_each_constant_once_and_the_outputs():
     model = loop_model()
     x = np.array([1.0, -2.0, 0.5], np.float32)
     before = run(model, x)
-    assert onnx_export.graph_summary(model)["largest_duplicate_bytes"] == 64
-    onnx_export._compact(model.graph)
+    assert onnx_verify_summary(model)["largest_duplicate_bytes"] == 64
+    onnx_graph.compact(model.graph)
     onnx.checker.check_model(model)
     np.testing.assert_array_equal(run(model, x), before)
-    summary = onnx_export.graph_summary(model)
+    summary = onnx_verify_summary(model)
     assert summary["largest_duplicate_bytes"] == 0
     # w (48 bytes), one copy of w^T w (64), steps (8), the folded shape (8).
     assert summary["weights_bytes"] == 48 + 64 + 8 + 8
@@ -207,7 +212,7 @@ def test_compact_hoists_a_constant_shared_by_two_loops():
     model = two_loops_model()
     x = np.array([0.5, 1.0, -1.5], np.float32)
     before = run(model, x)
-    onnx_export._compact(model.graph)
+    onnx_graph.compact(model.graph)
     onnx.checker.check_model(model)
     np.testing.assert_array_equal(run(model, x), before)
     assert sorted(t.name for t in model.graph.initializer) == [
@@ -219,7 +224,7 @@ def test_compact_hoists_a_constant_shared_by_two_loops():
 
 
 def test_graph_summary_counts_subgraph_ops():
-    summary = onnx_export.graph_summary(loop_model())
+    summary = onnx_verify_summary(loop_model())
     assert summary["opset"] == 17
     assert summary["nodes"] == 7
     assert summary["op_types"]["MatMul"] == 3
@@ -251,7 +256,7 @@ def test_name_dims_renames_tf2onnx_dims_everywhere():
          value("score", onnx.TensorProto.FLOAT, [5])],
         [numpy_helper.from_array(np.array(1, np.int64), "n")],
         value_info=[value("sum", onnx.TensorProto.INT32, ["unk__9"])])
-    onnx_export._name_dims(graph)
+    onnx_graph.name_dims(graph)
     assert dims(graph.input[0]) == ["batch", "source_length"]
     assert dims(graph.output[0]) == ["batch", "target_length"]
     assert dims(graph.output[1]) == [5]  # A size stays.
@@ -313,7 +318,7 @@ def test_export_rejects_non_translator_and_other_tokenizers(tmp_path):
 
 def test_convert_rejects_unknown_mode():
     with pytest.raises(ValueError, match="`mode`"):
-        onnx_export.convert_search(fake_translator(), "sampling")
+        onnx_convert.convert_search(fake_translator(), "sampling")
 
 
 def test_runtime_rejects_directory_without_export(tmp_path):
@@ -463,7 +468,7 @@ def test_file_holds_each_weight_once(trained, name):
     path = trained.onnx_dir / name
     model = onnx.load(path)
     values = [numpy_helper.to_array(tensor)
-              for graph, _ in onnx_export._graphs(model.graph)
+              for graph, _ in onnx_graph.graphs(model.graph)
               for tensor in graph.initializer]
     variables = trained.translator.model.weights
     variables_bytes = sum(v.numpy().nbytes for v in variables)
@@ -577,7 +582,7 @@ try:
 except ImportError:
     blocked = True
 import numpy as np
-from keras_transformer.export.onnx_runtime import OnnxTranslator
+from keras_transformer.export.onnx.runtime import OnnxTranslator
 
 request = json.load(open(sys.argv[1], encoding="utf-8"))
 def text(entry):
@@ -802,7 +807,7 @@ def test_raw_token_graph_rejects_ids_outside_the_vocabulary(trained, mode):
 def test_beam_op_graph_equals_the_translator_at_length_penalty_0(
         trained, tmp_path):
     """The opt-in BeamSearch-op file: verified ids, then run by hand."""
-    from keras_transformer.export.onnx_beam_op import ORT_BEAM_FILE
+    from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
 
     report = onnx_export.export_onnx(
         trained.translator, tmp_path, modes=("beam",), texts=trained.texts,
@@ -816,10 +821,10 @@ def test_beam_op_graph_equals_the_translator_at_length_penalty_0(
         5, checked["sentences"] - checked["identical"])
     assert checked["max_score_difference"] < 1e-3
     config = json.loads((tmp_path / "onnx_config.json").read_text())
-    assert config["beam_op_graph"] == ORT_BEAM_FILE
+    assert config["beam_op_graph"] == ONNX_BEAM_OP_GRAPH
     # At the translator's alpha (0.6) it ranks by log P / length^alpha:
     # where it picks our hypothesis, the two scores are the same log P.
-    session = make_session(tmp_path / ORT_BEAM_FILE)
+    session = make_session(tmp_path / ONNX_BEAM_OP_GRAPH)
     ids = trained.translator.source_ids(
         tf.constant(trained.texts[:32])).numpy()
     got = run_search(session, ids)
@@ -836,7 +841,7 @@ def test_beam_op_graph_equals_the_translator_at_length_penalty_0(
 
 
 def test_beam_op_rejects_rules_it_cannot_follow(trained):
-    from keras_transformer.export.onnx_beam_op import convert_beam_op
+    from keras_transformer.export.onnx.beam_op import convert_beam_op
 
     translator = Translator(
         trained.translator.model, trained.translator.source_tokenizer,

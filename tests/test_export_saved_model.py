@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from keras_transformer.data import read_tsv
 from keras_transformer.export.saved_model import (
     export_saved_model,
     verify_saved_model,
 )
-
-from keras_transformer.data import read_tsv
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from keras_transformer.export import onnx_lean
 from onnx import TensorProto, helper, numpy_helper
 
+from keras_transformer.export.onnx import lean as onnx_lean
 from tests.test_onnx_quantize import carried_weight_loop
 
 D = 8

@@ -14,17 +14,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from keras_transformer.export.onnx_quantize import (
+from onnx import TensorProto, helper, numpy_helper
+
+from keras_transformer.export.onnx.quantize import (
     _einsums_to_matmuls,
     check_quantize,
     matmul_counts,
     quantize_search,
 )
-from keras_transformer.export.onnx_verify import (
+from keras_transformer.export.onnx.verify import (
     INT8_MIN_AGREEMENT,
     _check_agreement,
 )
-from onnx import TensorProto, helper, numpy_helper
 
 
 def _run(model, **feeds):
@@ -200,7 +201,7 @@ def test_agreement_below_the_bar_is_an_error():
 
 @pytest.mark.slow
 def test_verification_rejects_a_bad_min_agreement(int8_export, translator):
-    from keras_transformer.export.onnx_verify import verify_onnx
+    from keras_transformer.export.onnx.verify import verify_onnx
 
     out_dir, _, texts = int8_export
     for value in (0.0, 1.5):

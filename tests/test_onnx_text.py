@@ -1,4 +1,4 @@
-"""`export.onnx_text`: text -> SentencePiece -> search -> SentencePiece.
+"""`export.onnx.text_graph`: text -> SentencePiece -> search -> SentencePiece.
 
 A hand-made search graph stands in for the real one (a `Loop` that copies
 `source_ids`, so the translation shows what the search was fed), with small
@@ -18,12 +18,13 @@ import numpy as np
 import onnx
 import pytest
 import sentencepiece
-from keras_transformer.export.onnx_text import (
+from onnx import TensorProto, helper, numpy_helper
+
+from keras_transformer.export.onnx.text_graph import (
     CONTRIB,
     build_text_model,
     text_model_summary,
 )
-from onnx import TensorProto, helper, numpy_helper
 
 WORKER = os.path.join(os.path.dirname(__file__), "onnx_text_worker.py")
 MAX_TOKENS = 40
@@ -382,7 +383,7 @@ def test_argument_errors(spm_models, kwargs, error, arg):
 def test_module_imports_only_numpy_onnx_and_the_standard_library():
     import ast
 
-    from keras_transformer.export import onnx_text
+    from keras_transformer.export.onnx import text_graph as onnx_text
 
     with open(onnx_text.__file__, encoding="utf-8") as file:
         tree = ast.parse(file.read())

@@ -9,10 +9,10 @@ benchmark report reads them
 import json
 
 import pytest
-from keras_transformer.benchmarks import harness
 
 from keras_transformer import export
 from keras_transformer import quickstart as quickstart_module
+from keras_transformer.benchmarks import harness
 
 
 def test_quickstart_stores_its_figures(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from keras_transformer.cli import main
 from keras_transformer.config import TransformerConfig
+from keras_transformer.contract import SearchSettings
 from keras_transformer.data import debian_corpus, encode_pairs, make_dataset
-from keras_transformer.inference import SearchSettings
 from keras_transformer.run_directory import RunDirectory
 from keras_transformer.text.special_tokens import END_ID, PAD_ID
 
@@ -107,7 +107,6 @@ def _rows(ids):
 @pytest.mark.slow
 def test_rules_hold_and_every_runtime_agrees(summarization_run, tmp_path):
     from keras_transformer.export import export_run
-
     from keras_transformer.runs import load_translator
 
     run = summarization_run["run"]

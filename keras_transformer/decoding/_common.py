@@ -10,22 +10,19 @@ from typing import Any
 import keras
 
 from keras_transformer.checks import check_float, check_int, is_int
-from keras_transformer.decoding import _ops
-from keras_transformer.inference import (  # noqa: F401 (re-exported)
+from keras_transformer.contract import (  # noqa: F401 (re-exported)
     DEFAULT_BEAM_SIZE,
     DEFAULT_EXTRA_LENGTH,
     DEFAULT_LENGTH_PENALTY,
+    LENGTH_PENALTY_DIVISOR,
+    LENGTH_PENALTY_OFFSET,
 )
+from keras_transformer.decoding import _ops
 from keras_transformer.text.special_tokens import (  # noqa: F401
     END_ID,
     PAD_ID,
     START_ID,
 )
-
-# GNMT length penalty lp(Y) = (5 + |Y|)^alpha / (5 + 1)^alpha, Wu et al.
-# (2016), equation 14.
-LENGTH_PENALTY_OFFSET = 5.0
-LENGTH_PENALTY_DIVISOR = LENGTH_PENALTY_OFFSET + 1.0
 
 NEG_INF = float("-inf")
 

@@ -1,6 +1,6 @@
 """An opt-in beam search graph driven by onnxruntime's own BeamSearch op.
 
-`convert_beam_op(translator)` builds `ORT_BEAM_FILE`: the same interface
+`convert_beam_op(translator)` builds `ONNX_BEAM_OP_GRAPH`: the same interface
 as the token graph `beam.onnx` (`source_ids` int32 (B, S) in,
 `target_ids` int32 (B, L) and `score` float32 (B,) out), but the search
 loop is onnxruntime's `com.microsoft.BeamSearch` contrib op
@@ -48,16 +48,16 @@ import warnings
 import numpy as np
 import onnx
 import tensorflow as tf
-from keras_transformer.export.onnx_graph import _compact, _name_dims
-from keras_transformer.export.onnx_lean import lean_search
 from onnx import TensorProto, helper, numpy_helper
 
+from keras_transformer.contract import BEAM_OP_MIN_AGREEMENT, SCORE_TOLERANCE
+from keras_transformer.export.onnx.convert import function_to_onnx
+from keras_transformer.export.onnx.graph import compact, name_dims
+from keras_transformer.export.onnx.lean import lean_search
+from keras_transformer.export.onnx.runtime import make_session
 from keras_transformer.masks import attention_bias
 from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 
-ORT_BEAM_FILE = "beam_ort.onnx"
-# The share of verification sentences it must translate as ours does.
-BEAM_OP_AGREEMENT = 0.95
 _IDS = tf.TensorSpec([None, None], tf.int32, name="source_ids")
 
 
@@ -151,10 +151,8 @@ def _subgraph_functions(model):
 
 def _convert(function, outputs_order, opset):
     """tf2onnx conversion keeping the functions' input and output names."""
-    from keras_transformer.export.onnx import function_to_onnx
-
     model = function_to_onnx(function, opset, "keras-transformer")
-    _compact(model.graph)
+    compact(model.graph)
     lean_search(model)
     if outputs_order is not None:  # onnxruntime reads them by position.
         by_name = {o.name: o for o in model.graph.output}
@@ -261,16 +259,16 @@ def convert_beam_op(translator, opset: int = 17) -> onnx.ModelProto:
                        helper.make_opsetid("com.microsoft", 1)])
     result.ir_version = pre.ir_version
     # Each subgraph keeps its own copy of the decoder weights: read from
-    # the main graph instead (as `_compact` would hoist them), the first
+    # the main graph instead (as `compact` would hoist them), the first
     # step's scores came out wrong on onnxruntime 1.32 (the ids did not).
-    _name_dims(result.graph)
+    name_dims(result.graph)
     onnx.checker.check_model(result)
     return result
 
 
 def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
-                   score_tolerance: float = 1e-3,
-                   min_agreement: float = BEAM_OP_AGREEMENT) -> dict:
+                   score_tolerance: float = SCORE_TOLERANCE,
+                   min_agreement: float = BEAM_OP_MIN_AGREEMENT) -> dict:
     """Compares the file's ids with the Translator's at length_penalty 0.
 
     Both rank by plain log-probability at alpha = 0, yet the searches are
@@ -289,8 +287,6 @@ def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
     Raises:
         ValueError: too few sentences agree, naming the first difference.
     """
-    from keras_transformer.export.onnx_runtime import make_session
-
     from keras_transformer.translator import Translator
 
     session = make_session(path)
@@ -336,7 +332,7 @@ def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
     share = report["identical"] / max(report["sentences"], 1)
     if share < min_agreement:
         raise ValueError(
-            f"{ORT_BEAM_FILE} gives the Translator's beam search (at "
+            f"{ONNX_BEAM_OP_GRAPH} gives the Translator's beam search (at "
             f"length_penalty 0) on only {share:.1%} of the sentences, "
             f"fewer than min_agreement={min_agreement}; first: "
             f"{report['mismatches'][0]}")

@@ -9,16 +9,16 @@ compares it with TensorFlow on the same sentences: the given texts plus
   `translate_tokens` / `translate_tokens_greedy` (and the SavedModel's):
   equal token ids;
 - the text graphs in a subprocess (`python -m
-  keras_transformer.export.onnx_text_check`) that imports no TensorFlow
+  keras_transformer.export.onnx.text_check`) that imports no TensorFlow
   (onnxruntime-extensions crashes a process that has), through
   `OnnxTranslator`, against the Translator's `translate` /
   `translate_greedy` (and the SavedModel's `serving_default` /
   `translate_greedy` signatures): equal strings. Both get invalid UTF-8
-  as the same raw bytes (`onnx_runtime.text_feed`).
+  as the same raw bytes (`runtime.text_feed`).
 
 Scores must be within `score_tolerance` (onnxruntime sums in another order
 than TensorFlow). An int8 export (`"quantization": "int8"` in its
-configuration, `export.onnx_quantize`) cannot match float32 TensorFlow on
+manifest, `export.onnx.quantize`) cannot match float32 TensorFlow on
 every sentence: its ids (or strings) must equal TensorFlow's on at least
 `min_agreement` of the sentences (`INT8_MIN_AGREEMENT` by default), and
 its scores are reported, not checked. `graph_summary` counts what a
@@ -40,26 +40,24 @@ import time
 import numpy as np
 import onnx
 import tensorflow as tf
-from keras_transformer.export.onnx_graph import _graphs
-from keras_transformer.export.onnx_runtime import (
+from onnx import numpy_helper
+
+from keras_transformer.checks import check_float, check_int
+from keras_transformer.contract import INT8_MIN_AGREEMENT, SCORE_TOLERANCE
+from keras_transformer.export.onnx.convert import SEARCH_FUNCTIONS
+from keras_transformer.export.onnx.graph import graphs
+from keras_transformer.export.onnx.runtime import (
     check_texts,
     make_session,
     read_config,
     run_search,
 )
-from onnx import numpy_helper
+from keras_transformer.text.special_tokens import PAD_ID, RESERVED_TOKENS
 
-from keras_transformer.checks import check_float, check_int
-from keras_transformer.text.special_tokens import PAD_ID
-
-# The Translator's tf.functions that each graph is checked against.
-SEARCH_FUNCTIONS = {"beam": "translate_tokens",
-                    "greedy": "translate_tokens_greedy"}
+# The Translator's tf.functions that each text graph is checked against.
 TEXT_FUNCTIONS = {"beam": "translate", "greedy": "translate_greedy"}
 TEXT_SIGNATURES = {"beam": "serving_default", "greedy": "translate_greedy"}
 DEFAULT_NUM_SENTENCES = 64
-# The share of sentences an int8 export must translate as float32 does.
-INT8_MIN_AGREEMENT = 0.95
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
@@ -84,7 +82,8 @@ def default_texts(translator, count: int = DEFAULT_NUM_SENTENCES,
     """
     rng = np.random.default_rng(seed)
     vocabulary = translator.source_tokenizer.vocabulary
-    pieces = np.array([i for i, piece in enumerate(vocabulary) if i > 3
+    pieces = np.array([i for i, piece in enumerate(vocabulary)
+                       if i >= len(RESERVED_TOKENS)
                        and not _BYTE_PIECE.fullmatch(piece)], np.int32)
     longest = min(40, translator.source_limit + 5)
     rows = [rng.choice(pieces, size=int(rng.integers(1, longest)))
@@ -123,7 +122,7 @@ def bad_input_texts(translator, texts=()) -> list:
 def verify_onnx(onnx_dir: str | os.PathLike, translator,
                 texts=None, source_ids=None,
                 saved_model_dir: str | os.PathLike | None = None,
-                batch_size: int = 32, score_tolerance: float = 1e-3,
+                batch_size: int = 32, score_tolerance: float = SCORE_TOLERANCE,
                 strict: bool = True,
                 min_agreement: float | None = None) -> dict:
     """Runs the exported graphs in onnxruntime and compares with TensorFlow.
@@ -172,7 +171,8 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
     check_int("batch_size", batch_size, 1)
     quantization = config.get("quantization")
     if min_agreement is None:
-        min_agreement = 1.0 if quantization is None else INT8_MIN_AGREEMENT
+        min_agreement = (1.0 if quantization == "float32"
+                         else INT8_MIN_AGREEMENT)
     min_agreement = check_float("min_agreement", min_agreement, 0.0)
     if not 0.0 < min_agreement <= 1.0:
         raise ValueError(
@@ -180,7 +180,7 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             f"min_agreement={min_agreement}")
     if min_agreement < 1.0:  # Count the differences, check the share.
         strict, score_tolerance = False, float("inf")
-    ids, texts = _verification_inputs(translator, texts, source_ids)
+    ids, texts = verification_inputs(translator, texts, source_ids)
     saved = (tf.saved_model.load(os.fspath(saved_model_dir))
              if saved_model_dir is not None else None)
     report = {"sentences": len(ids), "identical": {},
@@ -313,7 +313,7 @@ def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
 
 
 def _run_text_check(onnx_dir, modes, texts, batch_size):
-    """Runs `export.onnx_text_check` in a subprocess; returns its answer."""
+    """Runs `export.onnx.text_check` in a subprocess; returns its answer."""
     entries = [t if isinstance(t, str) else
                {"base64": base64.b64encode(t).decode("ascii")}
                for t in texts]
@@ -325,7 +325,7 @@ def _run_text_check(onnx_dir, modes, texts, batch_size):
                        "modes": modes, "batch_size": batch_size,
                        "texts": entries}, file)
         process = subprocess.run(
-            [sys.executable, "-m", "keras_transformer.export.onnx_text_check",
+            [sys.executable, "-m", "keras_transformer.export.onnx.text_check",
              request, answer], capture_output=True, text=True,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if process.returncode:
@@ -362,7 +362,7 @@ def _run_batches(search, ids, batch_size):
     return rows, np.array(scores, np.float64)
 
 
-def _verification_inputs(translator, texts, source_ids):
+def verification_inputs(translator, texts, source_ids):
     """Returns (ids int32 (N, S), texts with the bad inputs, or None)."""
     if texts is not None and source_ids is not None:
         raise ValueError(
@@ -405,7 +405,7 @@ def graph_summary(model: onnx.ModelProto | str | os.PathLike) -> dict:
         model = onnx.load(os.fspath(model))
     counts = collections.Counter()
     weights, seen, duplicate = 0, set(), 0
-    for graph, _ in _graphs(model.graph):
+    for graph, _ in graphs(model.graph):
         tensors = list(graph.initializer)
         for node in graph.node:
             counts[node.op_type] += 1

@@ -18,7 +18,7 @@ DIM_NAMES = {"source_ids": ("batch", "source_length"),
              "target_ids": ("batch", "target_length"), "score": ("batch",)}
 
 
-def _graphs(graph, parents=()):
+def graphs(graph, parents=()):
     """Yields (graph, parents) for `graph` and every subgraph inside it."""
     yield graph, parents
     for node in graph.node:
@@ -27,16 +27,16 @@ def _graphs(graph, parents=()):
             if attribute.type == onnx.AttributeProto.GRAPH:
                 subgraphs.append(attribute.g)
             for subgraph in subgraphs:
-                yield from _graphs(subgraph, parents + (graph,))
+                yield from graphs(subgraph, parents + (graph,))
 
 
-def _fold_constant_shapes(main):
+def fold_constant_shapes(main):
     """Replaces Shape(initializer) by a constant: the weight stays once."""
     shapes = {}
-    for graph, _ in _graphs(main):
+    for graph, _ in graphs(main):
         for tensor in graph.initializer:
             shapes[tensor.name] = list(tensor.dims)
-    for graph, _ in _graphs(main):
+    for graph, _ in graphs(main):
         for node in graph.node:
             if node.op_type != "Shape" or node.input[0] not in shapes:
                 continue
@@ -51,24 +51,24 @@ def _fold_constant_shapes(main):
                 "value", numpy_helper.from_array(value)))
 
 
-def _drop_unused_initializers(main):
+def drop_unused_initializers(main):
     used = set()
-    for graph, _ in _graphs(main):
+    for graph, _ in graphs(main):
         used.update(name for node in graph.node for name in node.input)
         used.update(output.name for output in graph.output)
-    for graph, _ in _graphs(main):
+    for graph, _ in graphs(main):
         keep = [t for t in graph.initializer if t.name in used]
         if len(keep) != len(graph.initializer):
             del graph.initializer[:]
             graph.initializer.extend(keep)
 
 
-def _deduplicate_initializers(main):
+def deduplicate_initializers(main):
     """Keeps one copy of equal constants, in the main graph if shared."""
-    outputs = {output.name for graph, _ in _graphs(main)
+    outputs = {output.name for graph, _ in graphs(main)
                for output in graph.output}
     groups = collections.defaultdict(list)
-    for graph, parents in _graphs(main):
+    for graph, parents in graphs(main):
         for tensor in graph.initializer:
             if tensor.name in outputs:  # Its name must stay.
                 continue
@@ -84,18 +84,18 @@ def _deduplicate_initializers(main):
         _, name, owner = copies[0]
         if owner is not main and any(g is not owner for _, _, g in copies):
             # Outer names are visible in every subgraph: hoist the copy.
-            main.initializer.append(_pop_initializer(owner, name))
+            main.initializer.append(pop_initializer(owner, name))
         for _, duplicate, graph in copies[1:]:
             renames[duplicate] = name
-            _pop_initializer(graph, duplicate)
-    for graph, _ in _graphs(main):
+            pop_initializer(graph, duplicate)
+    for graph, _ in graphs(main):
         for node in graph.node:
             for i, name in enumerate(node.input):
                 if name in renames:
                     node.input[i] = renames[name]
 
 
-def _pop_initializer(graph, name):
+def pop_initializer(graph, name):
     """Removes the initializer `name` from `graph` and returns a copy."""
     index = [tensor.name for tensor in graph.initializer].index(name)
     tensor = onnx.TensorProto()
@@ -104,13 +104,13 @@ def _pop_initializer(graph, name):
     return tensor
 
 
-def _compact(main):
-    _fold_constant_shapes(main)
-    _drop_unused_initializers(main)
-    _deduplicate_initializers(main)
+def compact(main):
+    fold_constant_shapes(main)
+    drop_unused_initializers(main)
+    deduplicate_initializers(main)
 
 
-def _name_dims(main, names=None):
+def name_dims(main, names=None):
     """Gives the inputs' and outputs' dims readable names (`DIM_NAMES`).
 
     A dim name tf2onnx made up for one of them is replaced wherever it
@@ -127,7 +127,7 @@ def _name_dims(main, names=None):
             if dim.dim_param:
                 renames.setdefault(dim.dim_param, name)
             dim.dim_param = name
-    for graph, _ in _graphs(main):
+    for graph, _ in graphs(main):
         for value in [*graph.input, *graph.output, *graph.value_info]:
             for dim in value.type.tensor_type.shape.dim:
                 if dim.dim_param in renames:

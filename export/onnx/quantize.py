@@ -44,7 +44,7 @@ weight MatMuls int8 gave 0.41x, 0.93x, 0.48x and 0.73x.
 search graph it quantizes none of the decoder's MatMuls: TensorFlow's
 `while_loop` passes every weight the body reads as a loop-carried value,
 and the body reshapes it at each step, so no MatMul there has a constant
-right-hand side. `export.onnx_lean` (applied by `convert_search` to every
+right-hand side. `export.onnx.lean` (applied by `convert_search` to every
 graph) makes them constant: `hoist_loop_invariants` reads the weights
 from the outer scope, `fold_weight_views` reshapes them once at export.
 The tied embedding's Transpose is left alone: onnxruntime folds it when
@@ -69,17 +69,18 @@ import tempfile
 
 import numpy as np
 import onnx
-from keras_transformer.export.onnx_graph import (
-    _compact,
-    _drop_unused_initializers,
-    _graphs,
-    _name_dims,
+from onnx import helper, numpy_helper
+
+from keras_transformer.export.onnx.graph import (
+    compact,
+    drop_unused_initializers,
+    graphs,
+    name_dims,
 )
-from keras_transformer.export.onnx_lean import (
+from keras_transformer.export.onnx.lean import (
     fold_weight_views,
     hoist_loop_invariants,
 )
-from onnx import helper, numpy_helper
 
 QUANTIZATIONS = ("int8",)
 # Op types of a quantized MatMul, before and after onnxruntime's fusions.
@@ -125,11 +126,11 @@ def quantize_search(model: onnx.ModelProto,
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     # `convert_search` made the step's weights constants of the Loop body
-    # (`export.onnx_lean`); these are no-ops on its graphs.
+    # (`export.onnx.lean`); these are no-ops on its graphs.
     hoist_loop_invariants(prepared.graph)
     fold_weight_views(prepared.graph)
     _einsums_to_matmuls(prepared.graph)
-    _drop_unused_initializers(prepared.graph)
+    drop_unused_initializers(prepared.graph)
     # onnxruntime's pre-processing (shape inference, graph fusions) has no
     # effect on these graphs: mark it done, so the quantizer does not log
     # a warning to run it.
@@ -148,8 +149,8 @@ def quantize_search(model: onnx.ModelProto,
     quantized.producer_name = model.producer_name
     quantized.graph.name = model.graph.name
     del quantized.metadata_props[:]
-    _compact(quantized.graph)
-    _name_dims(quantized.graph)
+    compact(quantized.graph)
+    name_dims(quantized.graph)
     onnx.checker.check_model(quantized)
     return quantized
 
@@ -163,7 +164,7 @@ def matmul_counts(model: onnx.ModelProto) -> dict:
     """
     counts = {"main": collections.Counter(),
               "loop_body": collections.Counter()}
-    for graph, parents in _graphs(model.graph):
+    for graph, parents in graphs(model.graph):
         where = counts["loop_body" if parents else "main"]
         for node in graph.node:
             if node.op_type == "MatMul":
@@ -177,7 +178,7 @@ def matmul_counts(model: onnx.ModelProto) -> dict:
 def _float_matmuls(main):
     """Names of the MatMuls that keep float32 (see the module docstring)."""
     names = [node.name for node in main.node if node.op_type == "MatMul"]
-    for graph, parents in _graphs(main):
+    for graph, parents in graphs(main):
         matmuls = [node.name for node in graph.node
                    if node.op_type == "MatMul"]
         if parents and matmuls:

@@ -1,11 +1,11 @@
 """Translate with an export's text graphs in a process without TensorFlow.
 
 onnxruntime-extensions (the text graphs' SentencePiece ops) crashes a
-process that has imported TensorFlow, so `export.onnx_verify` runs the
+process that has imported TensorFlow, so `export.onnx.verify` runs the
 text graphs here, in a subprocess that imports only `numpy`, `onnxruntime`
-and `onnxruntime_extensions` (through `export.onnx_runtime`):
+and `onnxruntime_extensions` (through `export.onnx.runtime`):
 
-    python -m keras_transformer.export.onnx_text_check REQUEST ANSWER
+    python -m keras_transformer.export.onnx.text_check REQUEST ANSWER
 
 REQUEST, a JSON file: {"onnx_dir": str, "modes": ["beam", ...],
 "batch_size": int, "texts": [str, or {"base64": bytes of any kind}]}.
@@ -21,7 +21,7 @@ import json
 import sys
 import time
 
-from keras_transformer.export.onnx_runtime import OnnxTranslator
+from keras_transformer.export.onnx.runtime import OnnxTranslator
 
 HEAVY_MODULES = ("tensorflow", "tensorflow_text", "keras", "tf2onnx")
 
@@ -53,7 +53,7 @@ def translate(request: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m keras_transformer.export.onnx_text_check "
+        print("usage: python -m keras_transformer.export.onnx.text_check "
               "REQUEST.json ANSWER.json", file=sys.stderr)
         return 2
     with open(argv[0], encoding="utf-8") as file:

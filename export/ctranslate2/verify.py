@@ -3,13 +3,14 @@
 `verify_ctranslate2` compares greedy token ids with the `Translator`'s,
 `verify_text` greedy translations, and `max_log_prob_difference`
 teacher-forced log-probabilities (insensitive to near-ties). The runtime
-itself (`ctranslate2_runtime`) needs no TensorFlow; these checks do.
+itself (`ctranslate2.runtime`) needs no TensorFlow; these checks do.
 """
 
 import numpy as np
 import tensorflow as tf
-from keras_transformer.export import ctranslate2_runtime as runtime
 
+from keras_transformer.contract import output_limit
+from keras_transformer.export.ctranslate2 import runtime
 from keras_transformer.text import special_tokens as special
 
 
@@ -41,8 +42,8 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
         tf.constant(source_ids))["target_ids"].numpy()
     lengths = np.sum(source_ids != special.PAD_ID, axis=1)
     settings = translator.settings
-    max_length = runtime.max_output_length(
-        int(lengths.max()), settings.extra_length, translator.target_limit,
+    max_length = output_limit(
+        int(lengths.max()), translator.target_limit, settings.extra_length,
         settings.max_output_tokens)
     source_vocabulary = translator.source_tokenizer.vocabulary
     target_vocabulary = translator.target_tokenizer.vocabulary

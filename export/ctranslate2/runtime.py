@@ -9,7 +9,7 @@ and `keras_transformer.json` (the reserved tokens, the truncation limit,
 the maximum output length and the search settings).
 
 `CTranslate2Translator` follows the input rules of every runtime of the
-package (`keras_transformer.inference`): sources are truncated to
+package (`keras_transformer.contract`): sources are truncated to
 `max_source_tokens` pieces, then `[END]` is appended; a text with no piece
 (empty, or only whitespace of any kind) translates to "" with score 0.0;
 an empty batch gives an empty list; the output is at most the longest
@@ -46,22 +46,21 @@ for the export's verification and the benchmarks.
 """
 
 import importlib
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from keras_transformer.checks import check_texts
-from keras_transformer.inference import DEFAULT_LENGTH_PENALTY
-
-CONFIG_FILE = "keras_transformer.json"
-FORMAT = "keras-transformer-ctranslate2"
-SOURCE_MODEL = "source.model"
-TARGET_MODEL = "target.model"
-# The GNMT length penalty lp(|Y|) = ((5 + |Y|) / 6) ** alpha (Wu et al.,
-# 2016, equation 14), as `keras_transformer.decoding.gnmt_length_penalty`.
-_LP_OFFSET, _LP_DIVISOR = 5.0, 6.0
+from keras_transformer.contract import (
+    CTRANSLATE2_FORMAT,
+    CTRANSLATE2_MANIFEST,
+    DEFAULT_LENGTH_PENALTY,
+    gnmt_penalty,
+    output_limit,
+    read_manifest,
+)
+from keras_transformer.text.special_tokens import END_TOKEN, PAD_ID
 
 
 def _optional(module: str, purpose: str):
@@ -82,7 +81,7 @@ def _sentencepiece():
     return _optional("sentencepiece", "CTranslate2Translator")
 
 
-def ids_to_tokens(ids, vocabulary, pad_id: int = 0) -> list[list[str]]:
+def ids_to_tokens(ids, vocabulary, pad_id: int = PAD_ID) -> list[list[str]]:
     """int ids (B, S) -> token strings per row, padding dropped."""
     ids = np.asarray(ids)
     return [[vocabulary[i] for i in row if i != pad_id] for row in ids]
@@ -102,25 +101,9 @@ def load_translator(model_dir: str, compute_type: str = "default",
         intra_threads=intra_threads)
 
 
-def gnmt_penalty(length: int, alpha: float) -> float:
-    """lp(|Y|) = ((5 + |Y|) / 6) ** alpha, |Y| counting `[END]`."""
-    return ((_LP_OFFSET + length) / _LP_DIVISOR) ** alpha
-
-
-def max_output_length(longest_source: int, extra_length: int,
-                      max_length: int,
-                      max_output_tokens: int | None = None) -> int:
-    """The output limit: `max_output_tokens` when given, else the longest
-    source (`[END]` included) + extra; capped at `max_length`, at least 1.
-    """
-    if max_output_tokens is not None:
-        return max(1, min(max_output_tokens, max_length))
-    return max(1, min(longest_source + extra_length, max_length))
-
-
 def search_tokens(ct2_translator, sources, max_decoding_length: int,
                   beam_size: int = 1, length_penalty: float = 0.0,
-                  end_token: str = "[END]",
+                  end_token: str = END_TOKEN,
                   exact_beam: bool = False, min_length: int = 0,
                   no_repeat_ngram_size: int = 0,
                   ) -> list[tuple[list[str], float]]:
@@ -130,7 +113,7 @@ def search_tokens(ct2_translator, sources, max_decoding_length: int,
         ct2_translator: a `ctranslate2.Translator`.
         sources: token strings per row, each row ending with `end_token`.
         max_decoding_length: int, the most pieces generated (`[END]`
-            included), as `max_output_length` gives it.
+            included), as `contract.output_limit` gives it.
         beam_size: int, 1 for greedy search.
         length_penalty: float, the GNMT alpha (beam search only).
         end_token: str, the token that ends a target.
@@ -185,9 +168,9 @@ def search_tokens(ct2_translator, sources, max_decoding_length: int,
 
 def translate_ids(ct2_translator, source_ids, source_vocabulary,
                   target_vocabulary, max_length: int, beam_size: int = 1,
-                  pad_id: int = 0,
+                  pad_id: int = PAD_ID,
                   length_penalty: float = DEFAULT_LENGTH_PENALTY,
-                  end_token: str = "[END]", min_length: int = 0,
+                  end_token: str = END_TOKEN, min_length: int = 0,
                   no_repeat_ngram_size: int = 0) -> np.ndarray:
     """Decodes id batches with CTranslate2 as the Translator does.
 
@@ -208,21 +191,10 @@ def translate_ids(ct2_translator, source_ids, source_vocabulary,
 
 
 def read_config(model_dir: str | os.PathLike) -> dict:
-    """Reads the `CONFIG_FILE` of a directory written by the export."""
-    path = os.path.join(os.fspath(model_dir), CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"`model_dir` must be a directory written by export_ctranslate2, "
-            f"with {CONFIG_FILE}. Received: model_dir="
-            f"{os.fspath(model_dir)!r}")
-    with open(path, encoding="utf-8") as file:
-        config = json.load(file)
-    if config.get("format") != FORMAT:
-        raise ValueError(
-            f"`model_dir` holds a {CONFIG_FILE} of another format "
-            f"({config.get('format')!r}, expected {FORMAT!r}). Received: "
-            f"model_dir={os.fspath(model_dir)!r}")
-    return config
+    """Reads the manifest (`contract.CTRANSLATE2_MANIFEST`) of an export,
+    in the current schema (`contract.read_manifest`)."""
+    return read_manifest(model_dir, CTRANSLATE2_MANIFEST, CTRANSLATE2_FORMAT,
+                         "model_dir")
 
 
 class CTranslate2Translator:
@@ -262,7 +234,7 @@ class CTranslate2Translator:
                             f"exact_beam={exact_beam!r}")
         self.model_dir = os.fspath(model_dir)
         self.config = read_config(self.model_dir)
-        search = self.config["search"]
+        search = self.config["search_settings"]
         self.beam_size = int(search["beam_size"])
         self.length_penalty = float(search["length_penalty"])
         self.extra_length = int(search["extra_length"])
@@ -272,7 +244,7 @@ class CTranslate2Translator:
         self.no_repeat_ngram_size = int(search.get("no_repeat_ngram_size",
                                                    0))
         self.max_source_tokens = int(self.config["max_source_tokens"])
-        self.max_length = int(self.config["max_length"])
+        self.max_length = int(self.config["target_limit"])
         self.end_token = self.config["end_token"]
         self.exact_beam = exact_beam
         spm = _sentencepiece()
@@ -316,9 +288,9 @@ class CTranslate2Translator:
         # A text with no piece besides [END] translates to "", score 0.
         rows = [i for i, tokens in enumerate(sources) if len(tokens) > 1]
         if rows:
-            length = max_output_length(max(len(s) for s in sources),
-                                       self.extra_length, self.max_length,
-                                       self.max_output_tokens)
+            length = output_limit(max(len(s) for s in sources),
+                                  self.max_length, self.extra_length,
+                                  self.max_output_tokens)
             found = search_tokens(
                 self.translator, [sources[i] for i in rows], length,
                 1 if greedy else self.beam_size, self.length_penalty,

@@ -19,7 +19,7 @@ a model made by `build_transformer`:
 
 `export_ctranslate2` also writes the SentencePiece models (`source.model`,
 `target.model`) and `keras_transformer.json` beside the model, for
-`ctranslate2_runtime.CTranslate2Translator`, which needs neither
+`ctranslate2.runtime.CTranslate2Translator`, which needs neither
 TensorFlow nor Keras. Its verification compares greedy token ids
 (`verify_ctranslate2`), teacher-forced log-probabilities and greedy
 translations (`verify_text`) with the `Translator`'s. Requires the
@@ -31,19 +31,27 @@ Example:
 True
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras_transformer.export import ctranslate2_runtime as runtime
-from keras_transformer.export.ctranslate2_verify import (  # noqa: F401
+
+from keras_transformer.contract import (
+    CTRANSLATE2_FORMAT,
+    CTRANSLATE2_MANIFEST,
+    LOG_PROB_TOLERANCE,
+    SOURCE_MODEL,
+    TARGET_MODEL,
+    make_manifest,
+    write_manifest,
+)
+from keras_transformer.export.ctranslate2 import runtime
+from keras_transformer.export.ctranslate2.verify import (  # noqa: F401
     max_log_prob_difference,
     verify_ctranslate2,
     verify_text,
 )
-
 from keras_transformer.text import special_tokens as special
 
 QUANTIZATIONS = (None, "int8")
@@ -121,7 +129,8 @@ def _check_vocabulary(name, vocabulary, size):
 
 
 def build_spec(model, source_vocabulary, target_vocabulary,
-               special_tokens=("[START]", "[END]", "[UNK]")):
+               special_tokens=(special.START_TOKEN, special.END_TOKEN,
+                               special.UNK_TOKEN)):
     """Fills a `ctranslate2.specs.TransformerSpec` from a Keras model.
 
     Args:
@@ -279,23 +288,15 @@ def write_runtime_files(translator, model_dir: str,
         The config written.
     """
     _check_tokenizers(translator)
-    translator.source_tokenizer.save(
-        os.path.join(model_dir, runtime.SOURCE_MODEL))
-    translator.target_tokenizer.save(
-        os.path.join(model_dir, runtime.TARGET_MODEL))
-    config = {"format": runtime.FORMAT, "source_model": runtime.SOURCE_MODEL,
-              "target_model": runtime.TARGET_MODEL,
-              **{f"{name}_token": getattr(special, f"{name.upper()}_TOKEN")
-                 for name in ("pad", "unk", "start", "end")},
-              **{f"{name}_id": getattr(special, f"{name.upper()}_ID")
-                 for name in ("pad", "unk", "start", "end")},
-              "max_source_tokens": int(translator.source_limit),
-              "max_length": int(translator.target_limit),
-              "search": translator.settings.to_dict(),
-              "quantization": quantization or "float32"}
-    with open(os.path.join(model_dir, runtime.CONFIG_FILE), "w",
-              encoding="utf-8") as file:
-        json.dump(config, file, indent=2)
+    translator.source_tokenizer.save(os.path.join(model_dir, SOURCE_MODEL))
+    translator.target_tokenizer.save(os.path.join(model_dir, TARGET_MODEL))
+    config = make_manifest(
+        CTRANSLATE2_FORMAT, max_length=translator.max_length,
+        target_limit=translator.target_limit,
+        max_source_tokens=translator.source_limit,
+        source_vocab_size=translator.source_vocab_size,
+        search_settings=translator.settings, quantization=quantization)
+    write_manifest(model_dir, CTRANSLATE2_MANIFEST, config)
     return config
 
 
@@ -317,7 +318,8 @@ def export_ctranslate2(translator, out_dir: str,
             1.0 for float32 and 0.0 (report only) for int8, whose rounding
             may flip close decisions.
         log_prob_tolerance: the largest allowed teacher-forced
-            log-probability difference. Defaults to 1e-3 for float32 and
+            log-probability difference. Defaults to
+            `contract.LOG_PROB_TOLERANCE` (1e-3) for float32 and
             no limit for int8.
 
     Returns:
@@ -349,7 +351,7 @@ def export_ctranslate2(translator, out_dir: str,
     if min_agreement is None:
         min_agreement = 1.0 if quantization is None else 0.0
     if log_prob_tolerance is None and quantization is None:
-        log_prob_tolerance = 1e-3
+        log_prob_tolerance = LOG_PROB_TOLERANCE
     source_ids = translator.source_ids(tf.constant(texts, tf.string))
     report.update(verify_ctranslate2(path, translator, source_ids.numpy()))
     report.update(verify_text(path, translator, texts))

@@ -10,13 +10,13 @@ TensorFlow, Keras nor any module of the package that does):
 - `beam_text.onnx`, `greedy_text.onnx`: text graphs, `text` string [batch]
   -> `translation` string [batch], `score` float32 [batch]: the token graph
   between onnxruntime-extensions' SentencePiece tokenizer and decoder
-  (`export.onnx_text`);
+  (`export.onnx.text_graph`);
 - `source.model`, `target.model`: the SentencePiece models;
-- `onnx_config.json` (`CONFIG_FILE`): the graphs, reserved ids, limits and
-  search settings.
+- `onnx_config.json` (`contract.ONNX_MANIFEST`): the graphs, reserved ids,
+  limits and search settings (`contract.make_manifest`).
 
 `OnnxTranslator` translates text with the text graphs and token ids with
-the token graphs. Inputs follow `keras_transformer.inference`'s rules, as
+the token graphs. Inputs follow `keras_transformer.contract`'s rules, as
 the TensorFlow `Translator` does:
 
 - a source longer than `max_source_tokens` tokens is truncated to its first
@@ -40,7 +40,6 @@ TensorFlow before the extensions library was registered: `make_session`
 raises RuntimeError instead of registering it in such a process.
 """
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -49,44 +48,32 @@ import numpy as np
 import onnxruntime as ort
 
 from keras_transformer.checks import check_texts
+from keras_transformer.contract import (
+    ONNX_FORMAT,
+    ONNX_MANIFEST,
+    TEXT_OUTPUTS,
+    TOKEN_OUTPUTS,
+    read_manifest,
+)
 
-CONFIG_FILE = "onnx_config.json"
-FORMAT = "keras-transformer-onnx"
-VERSION = 2
-GRAPH_FILES = {"beam": "beam.onnx", "greedy": "greedy.onnx"}
-TEXT_GRAPH_FILES = {"beam": "beam_text.onnx", "greedy": "greedy_text.onnx"}
-SOURCE_MODEL, TARGET_MODEL = "source.model", "target.model"
-TOKEN_OUTPUTS = ("target_ids", "score")
-TEXT_OUTPUTS = ("translation", "score")
+# Version 2 exports (token and text graphs) load too.
+_READABLE_VERSIONS = (2, 3)
 
 
 def read_config(onnx_dir: str | os.PathLike) -> dict:
-    """Reads the `CONFIG_FILE` of an ONNX export directory.
+    """Reads the manifest (`ONNX_MANIFEST`) of an ONNX export directory.
 
     Args:
         onnx_dir: a directory written by `export.onnx.export_onnx`.
 
     Returns:
-        The configuration dict.
+        The manifest, in the current schema (`contract.read_manifest`).
 
     Raises:
         ValueError: the directory has no such file, or one of another
             format.
     """
-    path = os.path.join(os.fspath(onnx_dir), CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"`onnx_dir` must be a directory written by export_onnx, with "
-            f"{CONFIG_FILE}. Received: onnx_dir={os.fspath(onnx_dir)!r}")
-    with open(path, encoding="utf-8") as file:
-        config = json.load(file)
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        raise ValueError(
-            f"`onnx_dir` holds a {CONFIG_FILE} of another format "
-            f"({found!r}, expected {FORMAT!r}). "
-            f"Received: onnx_dir={os.fspath(onnx_dir)!r}")
-    return config
+    return read_manifest(onnx_dir, ONNX_MANIFEST, ONNX_FORMAT, "onnx_dir")
 
 
 def make_session(path: str | os.PathLike,
@@ -192,10 +179,11 @@ class OnnxTranslator:
         self.config = read_config(self.onnx_dir)
         graphs = self.config.get("graphs") or {}
         text_graphs = self.config.get("text_graphs")
-        if self.config.get("version") != VERSION or not isinstance(
-                text_graphs, dict) or set(text_graphs) != set(graphs):
+        if self.config.get("version") not in _READABLE_VERSIONS or (
+                not isinstance(text_graphs, dict)
+                or set(text_graphs) != set(graphs)):
             raise ValueError(
-                f"`onnx_dir` must hold a version-{VERSION} export (token and "
+                "`onnx_dir` must hold a version-2 or later export (token and "
                 "text graphs); export it again with this package. Received: "
                 f"onnx_dir={self.onnx_dir!r} (version "
                 f"{self.config.get('version')!r})")

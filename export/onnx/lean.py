@@ -31,12 +31,13 @@ import collections
 
 import numpy as np
 import onnx
-from keras_transformer.export.onnx_graph import (
-    _compact,
-    _drop_unused_initializers,
-    _graphs,
-)
 from onnx import helper, numpy_helper
+
+from keras_transformer.export.onnx.graph import (
+    compact,
+    drop_unused_initializers,
+    graphs,
+)
 
 
 def lean_search(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -51,8 +52,8 @@ def lean_search(model: onnx.ModelProto) -> onnx.ModelProto:
     hoist_loop_invariants(model.graph)
     fold_weight_views(model.graph)
     fuse_layer_norms(model.graph)
-    _drop_unused_initializers(model.graph)
-    _compact(model.graph)
+    drop_unused_initializers(model.graph)
+    compact(model.graph)
     return model
 
 
@@ -73,7 +74,7 @@ def hoist_loop_invariants(main):
                     or body.output[slot - 1].name != inner
                     or used_outside[loop.output[slot - 2]]):
                 continue
-            for graph, _ in _graphs(body):
+            for graph, _ in graphs(body):
                 for node in graph.node:
                     node.input[:] = [outer if name == inner else name
                                      for name in node.input]
@@ -101,7 +102,7 @@ def fold_weight_views(main):
     """Turns a Reshape of a weight, in any graph, into a weight."""
     weights = {t.name for t in main.initializer}
     folded = {}
-    for graph, parents in _graphs(main):
+    for graph, parents in graphs(main):
         outer = {}
         for parent in parents:
             outer = _constants(parent, outer)
@@ -141,7 +142,7 @@ def fuse_layer_norms(main) -> int:
         The number of LayerNorms fused, over all graphs.
     """
     fused = 0
-    for graph, parents in _graphs(main):
+    for graph, parents in graphs(main):
         values = {}
         for scope in (*parents, graph):
             values = _constants(scope, values)
@@ -157,7 +158,7 @@ def _fuse_in(graph, values) -> int:
     for node in graph.node:  # Names read by nested subgraphs count too.
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                for sub, _ in _graphs(attribute.g):
+                for sub, _ in graphs(attribute.g):
                     uses.update(n for inner in sub.node
                                 for n in inner.input)
 

@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from keras_transformer.export.onnx.graph import graphs
+
 CONTRIB = "ai.onnx.contrib"
 SEARCH_PREFIX = "search/"
 _P = "text/"  # Names of the pre- and post-processing.
@@ -120,22 +122,12 @@ def _check_search(search) -> int:
     return opsets["ai.onnx"]
 
 
-def _graphs(graph: onnx.GraphProto):
-    """The graph and all its subgraphs, depth first."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in [attribute.g] * attribute.HasField("g") + list(
-                    attribute.graphs):
-                yield from _graphs(sub)
-
-
 def _prefix_search(graph: onnx.GraphProto, dims: dict) -> None:
     """Prefixes every name of the search (subgraphs too), renames dims."""
     def name(text: str) -> str:
         return SEARCH_PREFIX + text if text else text
 
-    for g in _graphs(graph):
+    for g, _ in graphs(graph):
         for node in g.node:
             node.name = name(node.name)
             node.input[:] = [name(i) for i in node.input]
@@ -161,7 +153,7 @@ def _dim_names(graph: onnx.GraphProto) -> dict:
              "target_ids": ("search_batch", "target_length"),
              "score": ("search_batch",)}
     counts = collections.Counter(
-        dim.dim_param for g in _graphs(graph)
+        dim.dim_param for g, _ in graphs(graph)
         for value in [*g.input, *g.output, *g.value_info]
         for dim in value.type.tensor_type.shape.dim if dim.dim_param)
     dims = {name: "" for name, count in counts.items() if count == 1}
@@ -366,7 +358,7 @@ def build_text_model(search: onnx.ModelProto, source_model: bytes,
         + [helper.make_opsetid(CONTRIB, 1)],
         ir_version=search.ir_version or onnx.IR_VERSION,
         functions=search.functions,
-        producer_name="keras_transformer.export.onnx_text",
+        producer_name="keras_transformer.export.onnx.text_graph",
         doc_string=f"Text to text: SentencePiece tokenizer, search "
                    f"(opset {opset}), SentencePiece decoder.")
 
@@ -386,7 +378,7 @@ def text_model_summary(model: onnx.ModelProto) -> dict:
         raise TypeError(f"`model` must be an onnx.ModelProto. "
                         f"Received: model={type(model).__name__}")
     ops = collections.defaultdict(collections.Counter)
-    for graph in _graphs(model.graph):
+    for graph, _ in graphs(model.graph):
         for node in graph.node:
             ops[node.domain or "ai.onnx"][node.op_type] += 1
 
