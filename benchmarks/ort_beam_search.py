@@ -61,10 +61,10 @@ def measure(workdir, repeats):
 
     import numpy as np
 
-    from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
+    from keras_transformer.contract import ONNX_BEAM_OP_GRAPH, ONNX_GRAPHS
     from keras_transformer.export.onnx.runtime import make_session
 
-    ours = make_session(os.path.join(workdir, "ours", "beam.onnx"))
+    ours = make_session(os.path.join(workdir, "ours", ONNX_GRAPHS["beam"]))
     theirs = make_session(os.path.join(workdir, "op", ONNX_BEAM_OP_GRAPH))
 
     def run_ours(source):

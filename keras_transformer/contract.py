@@ -211,7 +211,7 @@ class SearchSettings:
         return cls(**values)
 
 
-# -- rules as plain numbers ----------------------------------------------------
+# -- rules as plain numbers -----------------------------------------------
 
 def gnmt_penalty(length: int, alpha: float) -> float:
     """lp(|Y|) = ((5 + |Y|) / 6) ** alpha, |Y| counting `[END]`.
@@ -259,7 +259,7 @@ def output_limit(longest_source: int, target_limit: int,
     return max(1, min(longest_source + extra_length, target_limit))
 
 
-# -- export manifests ------------------------------------------------------------
+# -- export manifests ----------------------------------------------------
 
 # Version 3: one schema for ONNX and CTranslate2. Version 2 (ONNX) said
 # `quantization: null` for float32; version 1 (CTranslate2) said `search`

@@ -125,7 +125,7 @@ class Transformer(keras.Model):
         hidden = self.decoder(self.decoder_dropout(hidden), memory,
                               padding_mask=target_mask,
                               memory_mask=source_mask)  # (B, T, D)
-        logits = self.logits_dtype(self._project(hidden))
+        logits = self.logits_dtype(self.project(hidden))
         super().__init__(
             inputs={"encoder_inputs": encoder_inputs,
                     "decoder_inputs": decoder_inputs},
@@ -146,8 +146,21 @@ class Transformer(keras.Model):
             return
         super().__setattr__(name, value)
 
-    def _project(self, hidden):
-        """(..., D) -> logits (..., V), tied or not (§3.4)."""
+    def project(self, hidden):
+        """Decoder outputs to logits: (..., D) -> (..., V_target) (§3.4).
+
+        The output projection, or the target embedding's transpose when
+        `config.tie_output_projection`. The logits are in the layers'
+        compute dtype (float16 under "mixed_float16"): the model's output
+        and `decode_step` cast them to float32, as a caller should before
+        a softmax.
+
+        Args:
+            hidden: (..., D), the decoder's output.
+
+        Returns:
+            Logits (..., V_target).
+        """
         if self.output_projection is None:
             return self.target_embedding(hidden, reverse=True)
         return self.output_projection(hidden)
@@ -207,7 +220,7 @@ class Transformer(keras.Model):
         hidden = self.positional_encoding(hidden, start_index=index)
         hidden, cache = self.decoder.decode_step(hidden, index, cache,
                                                  context)
-        logits = self._project(hidden[:, 0])  # (B, D) -> (B, V)
+        logits = self.project(hidden[:, 0])  # (B, D) -> (B, V)
         return ops.cast(logits, "float32"), cache
 
     def cross_attention_weights(self, encoder_inputs, decoder_inputs):

@@ -13,9 +13,10 @@ A run directory holds everything needed to use a model again:
     metrics.json         data statistics and evaluations
     samples.txt          held-out sources to verify exports with
 
-Every file name is defined in `keras_transformer.contract` and used here, JSON is written atomically (a kill leaves
-the old file or the new one, never half of one), and the config check runs
-once per training (`claim`). Pure Python: no TensorFlow import.
+Every file name is defined in `keras_transformer.contract` and used here,
+JSON is written atomically (a kill leaves the old file or the new one,
+never half of one), and the config check runs once per training
+(`claim`). Pure Python: no TensorFlow import.
 """
 
 import json

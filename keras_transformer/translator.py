@@ -89,9 +89,9 @@ class Translator(tf.Module):
         `max_length` (a Python int, for XLA) is the paper's maximum output
         length computed beforehand; by default it is computed here.
         """
-        source_ids = self._checked_ids(source_ids)
+        source_ids = self.checked_ids(source_ids)
         if max_length is None:
-            max_length = self._max_output_length(source_ids)
+            max_length = self.max_output_length(source_ids)
         memory, memory_mask = self.model.encode(source_ids)
         cache, context = self.model.initial_cache(memory, memory_mask,
                                                   max_length)
@@ -112,17 +112,35 @@ class Translator(tf.Module):
             step_fn, start, cache, max_length, beam_size=beam_size,
             length_penalty=self.settings.length_penalty, **rules)
 
-    def _checked_ids(self, source_ids):
-        """Truncated int32 ids; ids outside [0, V) are an error.
+    def checked_ids(self, source_ids):
+        """The source ids a search reads: the token-level input rules.
 
-        The error is raised twice over: `tf.debugging.Assert` gives
-        TensorFlow (eager, graph, SavedModel) a message naming
-        `source_ids`, and a gather from a V-row table, named after the
-        rule, makes an exported ONNX graph fail too (tf2onnx drops
-        asserts); it changes no value.
+        Truncated to `source_limit` tokens and `[END]` (columns beyond are
+        dropped), as int32, with at least one column: a batch with no
+        columns gets one column of `[PAD]` (its rows then hold no token,
+        which the empty-input rule of `token_outputs` turns into no
+        target token and score 0), so every graph traced from it, ONNX
+        included, runs on such a batch. Ids outside [0, V) are an error,
+        raised twice over: `tf.debugging.Assert` gives TensorFlow (eager,
+        graph, SavedModel) a message naming `source_ids`, and a gather
+        from a V-row table, named after the rule, makes an exported ONNX
+        graph fail too (tf2onnx drops asserts); it changes no value.
+
+        Args:
+            source_ids: int (B, S), pad id 0.
+
+        Returns:
+            int32 (B, max(1, min(S, source_limit + 1))).
         """
         source_ids = tf.convert_to_tensor(source_ids, tf.int32)
         source_ids = source_ids[:, :self.source_limit + 1]
+        columns = source_ids.shape[1]
+        if columns is None:
+            missing = tf.maximum(0, 1 - tf.shape(source_ids)[1])
+        else:
+            missing = max(0, 1 - columns)
+        source_ids = tf.pad(source_ids, [[0, 0], [0, missing]],
+                            constant_values=PAD_ID)
         vocab = self.source_vocab_size
         valid = tf.logical_and(source_ids >= 0, source_ids < vocab)
         flat = tf.reshape(source_ids, [-1])
@@ -143,9 +161,21 @@ class Translator(tf.Module):
                              name="source_ids_in_vocabulary")
         return source_ids + zero
 
-    def _max_output_length(self, source_ids):
-        """The maximum output length for (truncated) source ids: the
-        absolute `max_output_tokens`, else the paper's source + extra."""
+    def max_output_length(self, source_ids):
+        """The most tokens a search generates, `[END]` included.
+
+        The output-limit rule (`keras_transformer.contract.output_limit`):
+        the settings' `max_output_tokens` when set, else the longest
+        source of the batch + `extra_length` (paper §6.1); at most
+        `target_limit`, at least 1.
+
+        Args:
+            source_ids: int32 (B, S), pad id 0, as `checked_ids` returns
+                them.
+
+        Returns:
+            An int32 scalar tensor.
+        """
         absolute = self.settings.output_limit(self.target_limit)
         if absolute is not None:
             return tf.constant(absolute, tf.int32)
@@ -155,11 +185,23 @@ class Translator(tf.Module):
 
     def _best(self, source_ids, beam_size):
         ids, scores = self._search(source_ids, beam_size)
-        return self._finish(source_ids, ids[:, 0], scores[:, 0])
+        return self.token_outputs(source_ids, ids[:, 0], scores[:, 0])
 
-    def _finish(self, source_ids, ids, scores):
-        """The best hypotheses (B, L), (B,) as the token functions return
-        them: the empty-input rule, then no all-padding columns."""
+    def token_outputs(self, source_ids, ids, scores):
+        """The best hypotheses as the token functions return them.
+
+        The empty-input rule first (a row of `source_ids` with no token
+        besides `[END]` gives no target token and score 0), then the
+        columns that are padding in every row are dropped.
+
+        Args:
+            source_ids: int (B, S), the ids the search was given.
+            ids: int32 (B, L), the best hypothesis of each row.
+            scores: float32 (B,), their scores.
+
+        Returns:
+            {"target_ids": int32 (B, L'), "score": float32 (B,)}, L' <= L.
+        """
         # The empty-input rule: no token besides [END] gives nothing.
         empty = _is_empty(source_ids)
         ids = tf.where(empty[:, None], PAD_ID, ids)
@@ -241,9 +283,9 @@ class Translator(tf.Module):
             return searches[beam_size](source_ids)
         # XLA needs the output length at trace time: the paper's rule,
         # computed here on the host (ids checked above, truncated as in
-        # `_checked_ids`), so the result is the same as above.
+        # `checked_ids`), so the result is the same as above.
         source_ids = source_ids[:, :self.source_limit + 1]
-        max_length = int(self._max_output_length(source_ids))
+        max_length = int(self.max_output_length(source_ids))
         key = ("xla", beam_size)
         if key not in searches:
             searches[key] = tf.function(

@@ -357,7 +357,7 @@ def test_default_bucket_lengths():
 
 
 def test_with_the_real_sentencepiece_tokenizer():
-    from keras_transformer.data.bundled import bundled_corpus
+    from keras_transformer.data.numbers import bundled_corpus
     from keras_transformer.text import (
         SentencePieceTokenizer,
         learn_tokenizer_models,

@@ -82,7 +82,7 @@ def test_rejects_bad_input(hypotheses, references, error, name):
         evaluate_translations(hypotheses, references)
 
 
-# --- Summaries: ROUGE ----------------------------------------------------------
+# --- Summaries: ROUGE -----------------------------------------------------
 
 
 def test_rouge_hand_computed():

@@ -31,7 +31,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from keras_transformer.checks import check_int
 from keras_transformer.export.onnx.graph import graphs
+from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 
 CONTRIB = "ai.onnx.contrib"
 SEARCH_PREFIX = "search/"
@@ -85,14 +87,6 @@ def _pieces(model: bytes, arg: str) -> tuple[int, int]:
             f"`{arg}` must be a serialized SentencePiece ModelProto with an "
             f"unknown piece. Received: {arg}=<{len(model)} bytes>")
     return len(types), types.index(_UNKNOWN_PIECE)
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}. "
-                         f"Received: {name}={value!r}")
 
 
 def _check_search(search) -> int:
@@ -276,8 +270,8 @@ def _detokenize(target_model: bytes) -> list:
 
 def build_text_model(search: onnx.ModelProto, source_model: bytes,
                      target_model: bytes, *, max_source_tokens: int,
-                     source_vocab_size: int, end_id: int = 3,
-                     pad_id: int = 0, start_id: int = 2,
+                     source_vocab_size: int, end_id: int = END_ID,
+                     pad_id: int = PAD_ID, start_id: int = START_ID,
                      name: str = "text_search") -> onnx.ModelProto:
     """Wraps a token search between SentencePiece tokenizer and decoder.
 
@@ -302,11 +296,11 @@ def build_text_model(search: onnx.ModelProto, source_model: bytes,
     opset = _check_search(search)
     _, source_unk = _pieces(source_model, "source_model")
     target_pieces, target_unk = _pieces(target_model, "target_model")
-    _check_int("max_source_tokens", max_source_tokens, 1)
-    _check_int("source_vocab_size", source_vocab_size, source_unk + 1)
+    check_int("max_source_tokens", max_source_tokens, 1)
+    check_int("source_vocab_size", source_vocab_size, source_unk + 1)
     for arg, value in (("end_id", end_id), ("pad_id", pad_id),
                        ("start_id", start_id)):
-        _check_int(arg, value, 0)
+        check_int(arg, value, 0)
         if value >= source_vocab_size:
             raise ValueError(f"`{arg}` must be < source_vocab_size "
                              f"({source_vocab_size}). Received: {arg}={value}")

@@ -11,7 +11,7 @@
   `({"encoder_inputs": (B, S), "decoder_inputs": (B, T)}, labels (B, T))`.
 """
 
-from keras_transformer.data.bundled import (
+from keras_transformer.data.numbers import (
     bundled_corpus,
     number_to_words,
     split_numbers,

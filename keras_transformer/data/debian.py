@@ -13,7 +13,7 @@ its README.md says where they come from, their terms, and how
 import importlib.resources
 import lzma
 
-from keras_transformer.data.bundled import SPLITS
+from keras_transformer.data.numbers import SPLITS
 from keras_transformer.data.corpora import ParallelCorpus, corpus_from_pairs
 
 NAME = "debian-descriptions"

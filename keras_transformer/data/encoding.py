@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_transformer.checks import check_int
 from keras_transformer.data.corpora import ParallelCorpus, corpus_from_pairs
 
 LENGTH_POLICIES = ("drop", "truncate")
@@ -107,15 +108,6 @@ class EncodedPairs:
         return len(self.indices)
 
 
-def _check_int(value, argument: str, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-            value < minimum):
-        raise ValueError(
-            f"`{argument}` must be an int >= {minimum}. "
-            f"Received: {argument}={value!r}"
-        )
-
-
 def _tokenize(tokenizer, texts: list[str], argument: str):
     """Returns (values int32, splits int64) of `tokenizer.tokenize(texts)`."""
     if not callable(getattr(tokenizer, "tokenize", None)):
@@ -154,7 +146,7 @@ def _cap(values, splits, keep, limit):
 
 
 def _check_length_args(max_length, length_policy):
-    _check_int(max_length, "max_length", 2)
+    check_int("max_length", max_length, 2)
     if length_policy not in LENGTH_POLICIES:
         raise ValueError(
             f"`length_policy` must be one of {LENGTH_POLICIES}. "
@@ -206,7 +198,7 @@ def encode_pairs(
                           ("max_target_length", max_target_length)):
         if cap is None:
             cap = max_length
-        _check_int(cap, argument, 2)
+        check_int(argument, cap, 2)
         if cap > max_length:
             raise ValueError(
                 f"`{argument}` must be at most `max_length` ({max_length})."

@@ -1,13 +1,13 @@
 """`load_corpus`: one string names a corpus (as the CLI takes it).
 
 The one module that knows every kind of corpus: it imports the readers
-(`corpora`, `bundled`, `debian`, `tfds_reader`), and none of them imports it
+(`corpora`, `numbers`, `debian`, `tfds_reader`), and none of them imports it
 back.
 """
 
 import os
 
-from keras_transformer.data import bundled, debian, tfds_reader
+from keras_transformer.data import debian, numbers, tfds_reader
 from keras_transformer.data.corpora import (
     ParallelCorpus,
     read_aligned,
@@ -95,7 +95,7 @@ def load_corpus(spec: str, *, split: str = "train",
         return debian.debian_corpus(split)
     if spec == "bundled" or spec.startswith("bundled:"):
         language = spec.partition(":")[2] or "de"
-        return bundled.bundled_corpus(language=language, split=split)
+        return numbers.bundled_corpus(language=language, split=split)
     if "," in spec and not os.path.exists(spec):
         paths = spec.split(",")
         if len(paths) != 2 or not all(p.strip() for p in paths):

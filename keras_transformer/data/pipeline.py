@@ -35,10 +35,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_transformer.checks import check_int, is_int
 from keras_transformer.data.encoding import (
     DEFAULT_MAX_LENGTH,
     EncodedPairs,
-    _check_int,
     _check_length_args,
     encode_pairs,
 )
@@ -55,7 +55,7 @@ def default_bucket_lengths(max_length: int) -> list[int]:
 
     Each is the longest (inclusive) padded length in its bucket.
     """
-    _check_int(max_length, "max_length", 2)
+    check_int("max_length", max_length, 2)
     lengths, length = [], _MIN_BUCKET_LENGTH
     while length < max_length:
         lengths.append(length)
@@ -67,8 +67,7 @@ def _check_bucket_lengths(lengths, max_length) -> list[int]:
     if lengths is None:
         return default_bucket_lengths(max_length)
     lengths = list(lengths)
-    if (not lengths or any(isinstance(n, bool) or not isinstance(n, int)
-                           for n in lengths)
+    if (not lengths or not all(map(is_int, lengths))
             or any(b <= a for a, b in zip(lengths, lengths[1:]))
             or lengths[0] < 1 or lengths[-1] > max_length):
         raise ValueError(
@@ -163,11 +162,11 @@ array([[124, 125, 126,   3]], dtype=int32))
             f"batch_tokens={batch_tokens}, batch_size={batch_size}"
         )
     if batch_size is not None:
-        _check_int(batch_size, "batch_size", 1)
+        check_int("batch_size", batch_size, 1)
     else:
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS
-        _check_int(batch_tokens, "batch_tokens", 1)
+        check_int("batch_tokens", batch_tokens, 1)
         if batch_tokens < max_length:
             raise ValueError(
                 "`batch_tokens` must be at least `max_length` "
@@ -176,7 +175,7 @@ array([[124, 125, 126,   3]], dtype=int32))
             )
         lengths = _check_bucket_lengths(bucket_lengths, max_length)
     if seed is not None:
-        _check_int(seed, "seed", 0)
+        check_int("seed", seed, 0)
     if isinstance(data, EncodedPairs):
         encoded = data
     else:

@@ -16,23 +16,29 @@ is a `jax.lax.while_loop` of `keras.ops` (`max_length` must then be a
 python int, as for XLA on TensorFlow) and on PyTorch a Python loop; both
 give TensorFlow's ids.
 
+Modules: `greedy` and `beam` (the searches), `rules` (the rules every
+runtime must match: `constrain`, `gnmt_length_penalty`,
+`max_output_length`), `checks` (argument checks and the step-function
+contract) and `_ops` (the backend seam).
+
 Shapes: B batch, K beam size, L maximum output length, V vocabulary.
 """
 
-from keras_transformer.decoding._common import (
+from keras_transformer.contract import (
     DEFAULT_BEAM_SIZE,
     DEFAULT_EXTRA_LENGTH,
     DEFAULT_LENGTH_PENALTY,
-    END_ID,
     LENGTH_PENALTY_DIVISOR,
     LENGTH_PENALTY_OFFSET,
-    PAD_ID,
-    START_ID,
-    gnmt_length_penalty,
-    max_output_length,
 )
 from keras_transformer.decoding.beam import beam_search, tile_beams
 from keras_transformer.decoding.greedy import greedy_search
+from keras_transformer.decoding.rules import (
+    constrain,
+    gnmt_length_penalty,
+    max_output_length,
+)
+from keras_transformer.text.special_tokens import END_ID, PAD_ID, START_ID
 
 __all__ = [
     "DEFAULT_BEAM_SIZE",
@@ -44,6 +50,7 @@ __all__ = [
     "PAD_ID",
     "START_ID",
     "beam_search",
+    "constrain",
     "gnmt_length_penalty",
     "greedy_search",
     "max_output_length",

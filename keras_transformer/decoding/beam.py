@@ -2,15 +2,15 @@
 
 from typing import Any
 
-from keras_transformer.decoding import _common, _ops
-from keras_transformer.decoding._common import (
+from keras_transformer.checks import check_int
+from keras_transformer.contract import (
     DEFAULT_BEAM_SIZE,
     DEFAULT_LENGTH_PENALTY,
-    END_ID,
-    NEG_INF,
-    PAD_ID,
-    StepFn,
 )
+from keras_transformer.decoding import _ops, checks
+from keras_transformer.decoding.checks import NEG_INF, StepFn
+from keras_transformer.decoding.rules import constrain, gnmt_length_penalty
+from keras_transformer.text.special_tokens import END_ID, PAD_ID
 
 
 def beam_search(
@@ -96,19 +96,19 @@ def beam_search(
         Wu et al., 2016, "Google's Neural Machine Translation System",
         Section 7.
     """
-    _common.check_step_fn(step_fn)
-    initial_ids = _common.check_initial_ids(initial_ids)
-    max_length = _common.check_max_length(max_length)
-    beam_size = _common.check_int("beam_size", beam_size, 1)
-    alpha = _common.check_length_penalty(length_penalty)
-    end_id, pad_id = _common.check_token_ids(end_id, pad_id)
-    min_length, no_repeat = _common.check_constraints(min_length,
+    checks.check_step_fn(step_fn)
+    initial_ids = checks.check_initial_ids(initial_ids)
+    max_length = checks.check_max_length(max_length)
+    beam_size = check_int("beam_size", beam_size, 1)
+    alpha = checks.check_length_penalty(length_penalty)
+    end_id, pad_id = checks.check_token_ids(end_id, pad_id)
+    min_length, no_repeat = checks.check_constraints(min_length,
                                                       no_repeat_ngram_size)
-    initial_cache = _common.check_cache(initial_cache, initial_ids)
+    initial_cache = checks.check_cache(initial_cache, initial_ids)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
     k = beam_size
-    max_penalty = _common.gnmt_length_penalty(max_length, alpha)
+    max_penalty = gnmt_length_penalty(max_length, alpha)
 
     def cond(index, ids, rows, cache, alive_seq, alive_log_probs,
              finished_seq, finished_scores):
@@ -131,12 +131,12 @@ def beam_search(
         # that the write goes to the gather's fresh copy (a runtime can
         # then write in place instead of copying the whole cache again).
         cache = ops.map_structure(lambda x: _reorder(x, rows), cache)
-        logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
+        logits, cache = checks.call_step_fn(step_fn, ids, index, cache)
         _check_vocab_size(logits)
         vocab_size = ops.dim(logits, -1)
         log_probs = ops.log_softmax(logits)  # [B * K, V]
         if min_length or no_repeat:
-            log_probs = _common.constrain(
+            log_probs = constrain(
                 log_probs, ops.reshape(alive_seq, [batch_size * k, -1]),
                 index, min_length, no_repeat, end_id)
         log_probs = ops.reshape(log_probs, [batch_size, k, vocab_size])
@@ -150,7 +150,7 @@ def beam_search(
         top_parents = top_indices // vocab_size  # [B, 2K]
         top_ids = top_indices % vocab_size  # [B, 2K]
         top_seq = ops.gather_rows(alive_seq, top_parents)
-        top_seq = _common.write_column(top_seq, top_ids, index)  # [B, 2K, L]
+        top_seq = checks.write_column(top_seq, top_ids, index)  # [B, 2K, L]
         top_ended = ops.equal(top_ids, end_id)
 
         # The K best extensions that do not end stay alive.
@@ -169,8 +169,7 @@ def beam_search(
         )
         new_scores = ops.where(
             new_ended,
-            top_log_probs[:, :k] / _common.gnmt_length_penalty(index + 1,
-                                                               alpha),
+            top_log_probs[:, :k] / gnmt_length_penalty(index + 1, alpha),
             NEG_INF,
         )
         finished_scores, finished_pos = ops.top_k(
@@ -199,8 +198,7 @@ def beam_search(
     )
     (length, _, _, _, alive_seq, alive_log_probs, finished_seq,
      finished_scores) = ops.while_loop(cond, body, loop_vars)
-    alive_scores = alive_log_probs / _common.gnmt_length_penalty(length,
-                                                                 alpha)
+    alive_scores = alive_log_probs / gnmt_length_penalty(length, alpha)
     return _merge_n_best(
         finished_seq, finished_scores, alive_seq, alive_scores, pad_id
     )
@@ -230,7 +228,7 @@ def tile_beams(structure: Any, beam_size: int) -> Any:
     source mask), which a step function then reads from its closure
     instead of carrying it through the loop.
     """
-    beam_size = _common.check_int("beam_size", beam_size, 1)
+    beam_size = check_int("beam_size", beam_size, 1)
     if beam_size == 1:
         return structure
     ops = _ops.backend_ops()

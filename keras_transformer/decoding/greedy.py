@@ -2,8 +2,10 @@
 
 from typing import Any
 
-from keras_transformer.decoding import _common, _ops
-from keras_transformer.decoding._common import END_ID, PAD_ID, StepFn
+from keras_transformer.decoding import _ops, checks
+from keras_transformer.decoding.checks import StepFn
+from keras_transformer.decoding.rules import constrain
+from keras_transformer.text.special_tokens import END_ID, PAD_ID
 
 
 def greedy_search(
@@ -66,13 +68,13 @@ def greedy_search(
     References:
         Vaswani et al., 2017, "Attention Is All You Need", Section 3.
     """
-    _common.check_step_fn(step_fn)
-    initial_ids = _common.check_initial_ids(initial_ids)
-    max_length = _common.check_max_length(max_length)
-    end_id, pad_id = _common.check_token_ids(end_id, pad_id)
-    min_length, no_repeat = _common.check_constraints(min_length,
+    checks.check_step_fn(step_fn)
+    initial_ids = checks.check_initial_ids(initial_ids)
+    max_length = checks.check_max_length(max_length)
+    end_id, pad_id = checks.check_token_ids(end_id, pad_id)
+    min_length, no_repeat = checks.check_constraints(min_length,
                                                       no_repeat_ngram_size)
-    initial_cache = _common.check_cache(initial_cache, initial_ids)
+    initial_cache = checks.check_cache(initial_cache, initial_ids)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
 
@@ -83,15 +85,15 @@ def greedy_search(
         )
 
     def body(index, ids, cache, output, scores, finished):
-        logits, cache = _common.call_step_fn(step_fn, ids, index, cache)
-        log_probs = _common.constrain(
+        logits, cache = checks.call_step_fn(step_fn, ids, index, cache)
+        log_probs = constrain(
             ops.log_softmax(logits), output, index, min_length, no_repeat,
             end_id)  # [B, V]
         next_ids = ops.argmax(log_probs)
         next_log_probs = ops.gather_rows(log_probs, next_ids)  # [B]
         next_ids = ops.where(finished, pad_id, next_ids)
         scores += ops.where(finished, 0.0, next_log_probs)
-        output = _common.write_column(output, next_ids, index)
+        output = checks.write_column(output, next_ids, index)
         finished = ops.logical_or(finished, ops.equal(next_ids, end_id))
         return index + 1, next_ids, cache, output, scores, finished
 

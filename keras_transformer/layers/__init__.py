@@ -1,4 +1,8 @@
-"""The Transformer's components, one Keras layer per paper section."""
+"""The Transformer's components, one Keras layer per paper section.
+
+The bases the encoder and decoder share, `Block` (one layer) and `Stack`
+(N layers), live in `keras_transformer.layers.stack`.
+"""
 
 from keras_transformer.layers.attention import (
     MultiHeadAttention,

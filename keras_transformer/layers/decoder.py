@@ -16,7 +16,7 @@ from step to step. A beam search tiles `context` once and carries only
 import keras
 from keras import ops
 
-from keras_transformer.layers.encoder import _Block, _Stack, key_padding_mask
+from keras_transformer.layers.stack import Block, Stack, key_padding_mask
 from keras_transformer.masks import (
     attention_bias,
     cast_mask,
@@ -26,7 +26,7 @@ from keras_transformer.masks import (
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
-class DecoderLayer(_Block):
+class DecoderLayer(Block):
     """Masked self-attention, cross-attention and feed-forward (§3.1).
 
     Each sub-layer sits in a ResidualNorm. Self-attention is always causal
@@ -90,13 +90,32 @@ class DecoderLayer(_Block):
                                               training=training)
         key, value = self.cross_attention.compute_key_value(memory)
         cross_mask = key_padding_mask(memory_mask)
-        inputs, weights = self._cross_and_feed_forward(
+        inputs, weights = self.cross_and_feed_forward(
             inputs, key, value, cross_mask, training)
         return (inputs, weights) if return_attention_scores else inputs
 
-    def _cross_and_feed_forward(self, inputs, key, value, mask,
-                                training=None):
-        """Cross-attention to keys/values (B, H, S, K) and feed-forward."""
+    def cross_and_feed_forward(self, inputs, key, value, mask,
+                               training=None):
+        """The layer after self-attention: cross-attention, feed-forward.
+
+        Each sub-layer with its residual connection and LayerNorm, as in
+        `call`; for decoders that keep their own self-attention cache
+        (the BeamSearch-op export).
+
+        Args:
+            inputs: (B, T, D), the self-attention sub-layer's output.
+            key: (B, H, S, K), the cross-attention keys of the memory
+                (`self.cross_attention.compute_key_value(memory)`).
+            value: (B, H, S, K), its values.
+            mask: optional, the cross-attention mask in any form
+                `MultiHeadAttention.attend` takes: bool, True at the source
+                positions to attend to, (B, T|1, S) or (B, H|1, T|1, S), or
+                its additive float32 bias (`masks.attention_bias`).
+            training: bool.
+
+        Returns:
+            `(outputs (B, T, D), cross_attention_weights (B, H, T, S))`.
+        """
         inputs, weights = self._cross_attention_block(inputs, key, value,
                                                       mask, training)
         return self._feed_forward_block(inputs, training), weights
@@ -176,7 +195,7 @@ class DecoderLayer(_Block):
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
-class Decoder(_Stack):
+class Decoder(Stack):
     """A stack of N DecoderLayers over embedded, shifted targets (§3.1).
 
     Args:
@@ -217,7 +236,7 @@ class Decoder(_Stack):
                 outputs, memory, padding_mask=padding_mask,
                 memory_mask=memory_mask, return_attention_scores=True,
                 training=training)
-        outputs = self._finish(outputs)
+        outputs = self.finish(outputs)
         return (outputs, weights) if return_attention_scores else outputs
 
     def initial_cache(self, memory, memory_mask, max_length):
@@ -245,4 +264,4 @@ class Decoder(_Stack):
             name = f"layer_{position}"
             outputs, new_cache[name] = layer.decode_step(
                 outputs, index, cache[name], context[name], step)
-        return self._finish(outputs), new_cache
+        return self.finish(outputs), new_cache

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from keras_transformer.checks import check_int
 from keras_transformer.text.special_tokens import (
     END_ID,
     END_TOKEN,
@@ -323,9 +324,9 @@ def _sample(texts: Iterable[str], max_sentences: int, seed: int) -> list:
 
 def _validate(vocab_size, model_type, normalization, max_sentences, seed,
               character_coverage) -> None:
-    _check_int("vocab_size", vocab_size, MIN_VOCAB_SIZE)
-    _check_int("max_sentences", max_sentences, 1)
-    _check_int("seed", seed, None)
+    check_int("vocab_size", vocab_size, MIN_VOCAB_SIZE)
+    check_int("max_sentences", max_sentences, 1)
+    check_int("seed", seed, None)
     for name, value, allowed in (
         ("model_type", model_type, MODEL_TYPES),
         ("normalization", normalization, NORMALIZATION_RULES),
@@ -339,12 +340,3 @@ def _validate(vocab_size, model_type, normalization, max_sentences, seed,
         raise ValueError(
             "`character_coverage` must be a float in (0, 1]. Received: "
             f"character_coverage={character_coverage!r}")
-
-
-def _check_int(name: str, value, minimum: int | None) -> None:
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if is_int and (minimum is None or value >= minimum):
-        return
-    bound = "" if minimum is None else f" >= {minimum}"
-    raise (ValueError if is_int else TypeError)(
-        f"`{name}` must be an int{bound}. Received: {name}={value!r}")

@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from keras_transformer.checks import check_int, check_rate
+from keras_transformer.text.special_tokens import PAD_ID
 from keras_transformer.training.distribute import global_sum
 
 
@@ -166,7 +167,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
     def __init__(
         self,
         label_smoothing: float = 0.1,
-        pad_id: int | None = 0,
+        pad_id: int | None = PAD_ID,
         name: str = "masked_sparse_categorical_crossentropy",
     ):
         check_rate("label_smoothing", label_smoothing)
@@ -226,7 +227,7 @@ class MaskedAccuracy(keras.metrics.Metric):
 
     def __init__(
         self,
-        pad_id: int | None = 0,
+        pad_id: int | None = PAD_ID,
         name: str = "masked_accuracy",
         dtype=None,
     ):

@@ -41,6 +41,7 @@ import shutil
 import keras
 
 from keras_transformer import run_directory as files
+from keras_transformer.checks import is_int
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
 from keras_transformer.run_directory import RunDirectory
@@ -251,7 +252,7 @@ def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
     for name, value, optional in checks:
         if optional and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             expected = "None or an int" if optional else "an int"
             if name == "checkpoint_every":
                 expected = '"epoch" or an int'

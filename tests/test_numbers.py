@@ -1,10 +1,10 @@
-"""Tests for keras_transformer.data.bundled: the number corpus."""
+"""Tests for keras_transformer.data.numbers: the number corpus."""
 
 import unicodedata
 
 import pytest
 
-from keras_transformer.data.bundled import (
+from keras_transformer.data.numbers import (
     bundled_corpus,
     number_to_words,
     split_numbers,

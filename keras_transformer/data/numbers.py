@@ -1,4 +1,4 @@
-"""The bundled corpus: English number phrases to German or French.
+"""The bundled number corpus (English number phrases to German or French).
 
 A small translation task that needs no download, for the quickstart and
 tests: "eighty-seven thousand, four hundred and twelve" ->
