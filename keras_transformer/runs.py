@@ -1,6 +1,6 @@
 """Run directories: train one from a corpus, load it back, evaluate it.
 
-A run directory (DESIGN.md) holds everything needed to use a model again;
+A run directory (ARCHITECTURE.md) holds everything needed to use a model again;
 `keras_transformer.run_directory` owns its files. The CLI's `train`,
 `translate` and `evaluate` commands are `train_run`, `load_translator` and
 `evaluate_run`.
