@@ -10,7 +10,7 @@ This `__init__` imports nothing: `import keras_transformer.export
 .ctranslate2.runtime` works where TensorFlow is not installed.
 """
 
-import importlib
+from keras_transformer._lazy import lazy_attributes
 
 _LAZY_NAMES = {
     "export_ctranslate2": ".convert",
@@ -19,12 +19,4 @@ _LAZY_NAMES = {
 }
 
 
-def __getattr__(name):
-    if name not in _LAZY_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY_NAMES[name], __name__),
-                   name)
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY_NAMES])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)

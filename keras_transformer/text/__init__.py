@@ -13,8 +13,7 @@ Reserved ids, defined once in `special_tokens`: 0 `[PAD]`, 1 `[UNK]`,
 nor sentencepiece; the names below load their module on first use.
 """
 
-import importlib
-
+from keras_transformer._lazy import lazy_attributes
 from keras_transformer.text.special_tokens import (
     END_ID,
     END_TOKEN,
@@ -41,15 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name not in _LAZY_NAMES:
-        raise AttributeError(
-            f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__),
-                    name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_NAMES))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_NAMES)
