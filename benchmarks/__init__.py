@@ -7,8 +7,8 @@ RESULTS.md (and the raw figures as RESULTS.json beside it).
 Modules:
     harness             the plan of the run (sizes, runtimes) and `main`
     timing              repeated timing with disturbance detection; machine
-    training            training throughput of one model (own process)
-    decoding            decoding runtimes at a forced output length
+    train_speed         training throughput of one model (own process)
+    decode_speed        decoding runtimes at a forced output length
     ours                our model: random weights, forced length
     reference_tutorial  a model built the way TensorFlow's NMT tutorial does
     keras_hub_peer      the same model from keras-hub layers, cached decoding

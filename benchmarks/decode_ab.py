@@ -41,7 +41,78 @@ def _timed(run, repeats=REPEATS, warmup=2):
     return times, np.asarray(out).tolist()
 
 
+# Where each layout of the checkout under test keeps the export functions,
+# newest first: (ONNX export, onnxruntime session, SavedModel export).
+EXPORT_LAYOUTS = (
+    # export/onnx/ and export/ctranslate2/ subpackages (38744dd, 2026-12-07)
+    ("keras_transformer.export.onnx.export",
+     "keras_transformer.export.onnx.runtime",
+     "keras_transformer.export.saved_model"),
+    # export/onnx.py, installed as keras_transformer.export (9477a9d,
+    # 2026-11-30)
+    ("keras_transformer.export.onnx",
+     "keras_transformer.export.onnx_runtime",
+     "keras_transformer.export.saved_model"),
+    # a top-level `export` package (up to efa4e0c, 2026-11-24)
+    ("export.onnx", "export.onnx_runtime", "export.saved_model"),
+)
+# Where SearchSettings lives, newest first (none before 2647854).
+SETTINGS_MODULES = ("keras_transformer.contract", "keras_transformer.inference")
+
+
+def _missing(error: ModuleNotFoundError, name: str) -> bool:
+    """Whether `error` says that module `name` (or a parent) is absent."""
+    return bool(error.name) and (name + ".").startswith(error.name + ".")
+
+
+def _only_this_checkout() -> None:
+    """Imports come from the checkout on PYTHONPATH alone.
+
+    An editable install of the package puts a finder on `sys.meta_path`
+    that would otherwise supply `keras_transformer.export` (and
+    `.benchmarks`) from the installed checkout to a checkout that has none
+    (`main` links export/ and benchmarks/ into the package of a checkout
+    whose setup.cfg installs them there).
+    """
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if not getattr(finder, "__module__", "")
+                        .startswith("__editable__")]
+
+
+def _checkout_api() -> dict:
+    """The export functions and SearchSettings of the checkout under test,
+    whichever layout it has (`EXPORT_LAYOUTS`)."""
+    import importlib
+
+    api = {"SearchSettings": None}
+    for name in SETTINGS_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if not _missing(error, name):
+                raise
+            continue
+        if hasattr(module, "SearchSettings"):
+            api["SearchSettings"] = module.SearchSettings
+            break
+    for onnx_name, runtime_name, saved_name in EXPORT_LAYOUTS:
+        try:
+            runtime = importlib.import_module(runtime_name)
+        except ModuleNotFoundError as error:
+            if not _missing(error, runtime_name):
+                raise  # the layout is there, a dependency is not
+            continue
+        api["make_session"] = runtime.make_session
+        api["export_onnx"] = importlib.import_module(onnx_name).export_onnx
+        api["export_saved_model"] = importlib.import_module(
+            saved_name).export_saved_model
+        return api
+    raise ImportError("no export package in this checkout: looked for "
+                      + ", ".join(runtime for _, runtime, _ in EXPORT_LAYOUTS))
+
+
 def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
+    _only_this_checkout()
     import keras
     import tensorflow as tf
 
@@ -75,25 +146,19 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
     extra = OUTPUT_LENGTH - SOURCE_LENGTH
     import inspect
 
+    api = _checkout_api()
     if "settings" in inspect.signature(Translator).parameters:
-        from keras_transformer.contract import SearchSettings
-        from keras_transformer.export.onnx import export_onnx
-        from keras_transformer.export.onnx.runtime import make_session
-        from keras_transformer.export.saved_model import export_saved_model
-
         def make(jit):
             return Translator(model, tokenizer, tokenizer,
-                              settings=SearchSettings(extra_length=extra),
+                              settings=api["SearchSettings"](
+                                  extra_length=extra),
                               jit_compile=jit)
-    else:  # the version before SearchSettings, with a top-level `export`
-        from export.onnx_runtime import make_session
-
-        from export.onnx import export_onnx
-        from export.saved_model import export_saved_model
-
+    else:  # the version before SearchSettings
         def make(jit):
             return Translator(model, tokenizer, tokenizer,
                               extra_length=extra, jit_compile=jit)
+    export_saved_model = api["export_saved_model"]
+    export_onnx, make_session = api["export_onnx"], api["make_session"]
     translator, xla = make(False), make(True)
     rng = np.random.default_rng(1)
     results = {}
@@ -129,6 +194,25 @@ def _worker(weights_path, out_path, workdir):  # noqa: C901 - one script
         json.dump(results, file)
 
 
+def _link_installed_folders(tree: str) -> None:
+    """Links export/ and benchmarks/ into the checkout's package where its
+    setup.cfg installs them there (keras_transformer.export,
+    keras_transformer.benchmarks; from 9477a9d on), as an install would;
+    an older checkout keeps its top-level `export` package."""
+    try:
+        with open(os.path.join(tree, "setup.cfg")) as file:
+            setup = file.read()
+    except FileNotFoundError:
+        return
+    package = os.path.join(tree, "keras_transformer")
+    for folder in ("export", "benchmarks"):
+        link = os.path.join(package, folder)
+        if (f"keras_transformer.{folder} = {folder}" in setup
+                and os.path.isdir(os.path.join(tree, folder))
+                and not os.path.exists(link)):
+            os.symlink(os.path.join("..", folder), link)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", help="git revision to compare with")
@@ -155,13 +239,7 @@ def main():
             subprocess.run(["git", "-C", root, "worktree", "add",
                             "--detach", trees[name], revision], check=True,
                            capture_output=True)
-            # A layout whose export/ installs as keras_transformer.export:
-            # link it into the package, as the installed package has it.
-            package = os.path.join(trees[name], "keras_transformer")
-            for folder in ("export", "benchmarks"):
-                link = os.path.join(package, folder)
-                if name == "current" and not os.path.exists(link):
-                    os.symlink(os.path.join("..", folder), link)
+            _link_installed_folders(trees[name])
         try:
             weights = os.path.join(tmp, "weights.npz")
             runs = {"baseline": [], "current": []}

@@ -10,12 +10,12 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
 - "saved_model": the exported SavedModel, reloaded, same functions;
 - "onnx": the exported ONNX search graphs in ONNX Runtime;
 - "onnx_int8": the same graphs exported with `quantize="int8"`
-  (`export/onnx_quantize.py`: int8 MatMul weights, dynamic uint8
+  (`export/onnx/quantize.py`: int8 MatMul weights, dynamic uint8
   activations, Loop body included);
 - "onnx_beam_op": the opt-in `beam_ort.onnx` (beam only): onnxruntime's
   BeamSearch op driving our encoder and decoder-step graphs
-  (`export/onnx_beam_op.py`);
-- "ct2_float32", "ct2_int8": `export/ctranslate2.py` conversions run by
+  (`export/onnx/beam_op.py`);
+- "ct2_float32", "ct2_int8": `export/ctranslate2/` conversions run by
   CTranslate2 (tokens in, tokens out) in a process of its own
   (`keras_transformer.benchmarks.ct2_worker`);
 - "hub", "hub_xla": keras-hub layers, cached greedy loop, without / with
@@ -45,7 +45,8 @@ from keras_transformer.benchmarks import (
 from keras_transformer.text import END_ID
 
 RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
-            "onnx_beam_op", "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
+            "onnx_beam_op", "ct2_float32", "ct2_int8", "hub", "hub_xla",
+            "tutorial")
 LABELS = {
     "ours": "ours, tf.function (Translator)",
     "ours_xla": "ours, XLA (Translator jit_compile)",

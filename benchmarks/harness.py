@@ -3,7 +3,7 @@
 One configuration for every comparison (`FULL`): d_model 256, 4 heads,
 d_ff 1024, 3 + 3 layers, vocabularies of 8,000 (the "small" preset),
 random weights; training on token-budget batches (about 6,000 tokens,
-lengths of a real corpus, padded; `benchmarks/training.py`), in float32
+lengths of a real corpus, padded; `benchmarks/train_speed.py`), in float32
 and in mixed_bfloat16, with a float32 / bfloat16 loss-agreement run.
 `main(quick=True)` runs the same code on tiny sizes with 1 warm-up and 2
 repeats, in well under a minute (a smoke test, not a measurement).
@@ -24,7 +24,7 @@ import time
 import warnings
 
 from keras_transformer.benchmarks import report, timing
-from keras_transformer.benchmarks.training import (
+from keras_transformer.benchmarks.train_speed import (
     PEERS,
     loss_agreement,
     loss_agreement_in_subprocess,
@@ -206,7 +206,7 @@ def main(quick: bool = False, output: str = "benchmarks/RESULTS.md",
 
     phases["training"] = time.perf_counter() - started - sum(
         phases.values())
-    from keras_transformer.benchmarks.decoding import DecodingBench
+    from keras_transformer.benchmarks.decode_speed import DecodingBench
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

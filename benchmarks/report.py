@@ -1,6 +1,6 @@
 """Renders the benchmark results as RESULTS.md and checks the targets."""
 
-from keras_transformer.benchmarks.decoding import LABELS, PORTABLE, SHIPPED
+from keras_transformer.benchmarks.decode_speed import LABELS, PORTABLE, SHIPPED
 
 TRAINING_LABELS = {"ours": "ours (keras_transformer)",
                    "tutorial": "tutorial-style reference",
@@ -262,7 +262,7 @@ def _method(results):
         "on the whole prefix each step, the encoder once), "
         "`benchmarks/keras_hub_peer.py` (keras-hub TransformerEncoder/"
         "Decoder, its self/cross-attention caches in a tf.while_loop), "
-        "CTranslate2 via `export/ctranslate2.py`.",
+        "CTranslate2 via `export/ctranslate2/`.",
         "- \"ours, XLA\" is `Translator(jit_compile=True).search_tokens`: "
         "the whole search (encoder, cache set-up, loop) as one XLA program "
         "per input shape, the output length fixed at trace time by the "

@@ -22,7 +22,7 @@ real (non-pad) target tokens.
 on the same batches, in float32 and in `mixed_bfloat16`, on a learnable
 task (the target is the source reversed), and reports both loss curves.
 
-Run as `python -m keras_transformer.benchmarks.training JSON` it prints the
+Run as `python -m keras_transformer.benchmarks.train_speed JSON` it prints the
 result as JSON on its last line: the harness runs each model in a fresh
 process, so that the peak resident memory belongs to that model alone.
 """
@@ -327,7 +327,7 @@ def _subprocess(request: dict, timeout: float) -> dict:
         [root] + ([os.environ["PYTHONPATH"]]
                   if os.environ.get("PYTHONPATH") else []))
     process = subprocess.run(
-        [sys.executable, "-m", "keras_transformer.benchmarks.training",
+        [sys.executable, "-m", "keras_transformer.benchmarks.train_speed",
          json.dumps(request)],
         capture_output=True, text=True, timeout=timeout, cwd=root,
         env=dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="2"))

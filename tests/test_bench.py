@@ -210,12 +210,12 @@ def test_quality_section_rounds_and_states_the_time():
 
 
 def test_training_batches_follow_the_token_budget_and_real_lengths():
-    from keras_transformer.benchmarks import training
+    from keras_transformer.benchmarks import train_speed
 
     settings = harness.quick_settings()
     settings.update(train_batch_tokens=256, train_batches=3)
     config = TransformerConfig.from_dict(settings["config"])
-    batches = training.training_batches(config, settings)
+    batches = train_speed.training_batches(config, settings)
     assert len(batches) == 3
     for source, decoder_inputs, labels in batches:
         assert source.shape[0] * max(source.shape[1], labels.shape[1]) <= 256
@@ -226,20 +226,20 @@ def test_training_batches_follow_the_token_budget_and_real_lengths():
         assert (source.shape[0] + 1) * width * 1.1 > 256
         assert decoder_inputs.shape == labels.shape
         assert (decoder_inputs[:, 0] == 2).all()  # [START]
-    figures = training.batch_figures(config, batches)
+    figures = train_speed.batch_figures(config, batches)
     assert 0 < figures["real_target_tokens"] < figures[
         "padded_target_tokens"]
     # Reversed targets: the learnable task of the loss-agreement run.
-    source, _, labels = training.training_batches(
+    source, _, labels = train_speed.training_batches(
         config, settings, reverse=True, count=1)[0]
     row = source[0][source[0] > 3]
     np.testing.assert_array_equal(labels[0][:len(row)], row[::-1])
 
 
 def test_sampled_lengths_follow_the_po_corpus():
-    from keras_transformer.benchmarks import training
+    from keras_transformer.benchmarks import train_speed
 
-    source, target = training.sample_lengths(
+    source, target = train_speed.sample_lengths(
         np.random.default_rng(0), 20000, max_length=256)
     assert 6 < source.mean() < 9 and np.median(source) <= 5
     assert (source >= 1).all() and (target >= 1).all()
@@ -248,22 +248,22 @@ def test_sampled_lengths_follow_the_po_corpus():
 
 @pytest.mark.slow
 def test_training_rows_in_float32_and_bfloat16_and_loss_agreement():
-    from keras_transformer.benchmarks import training
+    from keras_transformer.benchmarks import train_speed
 
     settings = harness.quick_settings()
-    for precision in training.PRECISIONS:
-        result = training.run_training("ours", False, settings, precision)
+    for precision in train_speed.PRECISIONS:
+        result = train_speed.run_training("ours", False, settings, precision)
         assert result["precision"] == precision
         assert result["target_tokens_per_second"] > 0
         assert (result["padded_target_tokens_per_second"]
                 >= result["target_tokens_per_second"])
     assert keras.config.dtype_policy().name == "float32"
-    check = training.loss_agreement(settings)
-    assert set(check["losses"]) == set(training.PRECISIONS)
+    check = train_speed.loss_agreement(settings)
+    assert set(check["losses"]) == set(train_speed.PRECISIONS)
     assert all(len(c) == settings["loss_steps"]
                for c in check["losses"].values())
     # Same weights, same first batch: the first losses nearly agree.
     first = check["first_loss"]
     assert abs(first["float32"] - first["mixed_bfloat16"]) < 0.1
     with pytest.raises(ValueError, match="`precision` must be one of"):
-        training.run_training("ours", False, settings, "float16")
+        train_speed.run_training("ours", False, settings, "float16")
