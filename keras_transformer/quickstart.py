@@ -87,32 +87,46 @@ def _train(data: str, run_dir: str, settings: dict, epochs, report):
 
 
 def _export(run_dir: str, report) -> dict:
-    """Exports SavedModel and ONNX and reports their parity."""
+    """Exports SavedModel and ONNX and reports their parity.
+
+    Every figure comes from the verifications' `export.parity` reports.
+    """
     from keras_transformer.export import export_run
     exported = export_run(run_dir, os.path.join(run_dir, "export"), "all")
     saved = exported["saved_model"]
-    report(f"      SavedModel {saved['path']}: {saved['identical']}/"
-           f"{saved['comparisons']} outputs identical in a fresh process "
-           f"(max score difference {saved['max_score_difference']:.1e})")
+    parity = saved["parity"]
+    report(f"      SavedModel {saved['path']}: {parity['identical']}/"
+           f"{parity['rows']} outputs identical in a fresh process "
+           f"(max score difference {parity['max_score_difference']:.1e})")
     onnx = exported["onnx"]
     check = onnx["verification"]
-    for mode in sorted(check["identical"]):
+    for mode, found in sorted(check["parity"].items()):
+        keras, saved = found["translator"], found["saved_model"]
         size = onnx["files"][mode + ".onnx"] / 1e6
         report(f"      ONNX {mode:6s} ({size:.1f} MB, "
                f"{onnx['nodes'][mode]} nodes): ids identical to Keras "
-               f"{check['identical'][mode]}/{check['sentences']}, to the "
-               f"SavedModel {check['saved_model_identical'][mode]}/"
-               f"{check['sentences']} (max score difference "
-               f"{check['max_score_difference'][mode]:.1e})")
-    text = check["text"]
-    for mode in sorted(text["identical"]):
+               f"{keras['identical']}/{keras['rows']}, to the "
+               f"SavedModel {_identical(saved)}/{keras['rows']} (max score "
+               f"difference {_max_score_difference(found):.1e})")
+    for mode, found in sorted(check["text"]["parity"].items()):
+        keras, saved = found["translator"], found["saved_model"]
         size = onnx["files"][mode + "_text.onnx"] / 1e6
         report(f"      ONNX {mode}_text ({size:.1f} MB, text in, text out, "
                f"no TensorFlow): outputs identical to Keras "
-               f"{text['identical'][mode]}/{text['sentences']}, to the "
-               f"SavedModel {text['saved_model_identical'][mode]}/"
-               f"{text['sentences']}")
+               f"{keras['identical']}/{keras['rows']}, to the "
+               f"SavedModel {_identical(saved)}/{keras['rows']}")
     return exported
+
+
+def _identical(parity: dict | None) -> int | None:
+    """The identical rows of a parity report, None without one."""
+    return None if parity is None else parity["identical"]
+
+
+def _max_score_difference(found: dict) -> float:
+    """The largest score difference of a graph's parity reports."""
+    return max(parity["max_score_difference"] for parity in found.values()
+               if parity is not None)
 
 
 # Chosen by measurement (benchmarks/RESULTS.md, "Summarization"): 11 minutes

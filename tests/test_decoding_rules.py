@@ -17,7 +17,7 @@ from keras_transformer.decoding import (
     beam_search,
     greedy_search,
 )
-from keras_transformer.decoding._common import constrain
+from keras_transformer.decoding.rules import constrain
 from tests.test_decoding import (
     ToyModel,
     _contexts,
@@ -207,3 +207,15 @@ def test_rules_in_graph_and_xla_match_eager(search):
 def test_invalid_rules(search, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         search(repeating_step_fn, [START_ID], {}, 4, **kwargs)
+
+
+@pytest.mark.parametrize("length, alpha", [(1, 0.6), (7, 0.6), (30, 1.0),
+                                           (4, 0.0)])
+def test_length_penalty_is_the_contracts_rule(length, alpha):
+    # The tensor rule of the searches and its plain-number twin.
+    from keras_transformer import contract
+    from keras_transformer.decoding.rules import gnmt_length_penalty
+
+    np.testing.assert_allclose(float(gnmt_length_penalty(length, alpha)),
+                               contract.gnmt_penalty(length, alpha),
+                               rtol=1e-6)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from keras_transformer import layers
+from keras_transformer.layers.stack import Block, Stack
+from keras_transformer.masks import causal_mask
 
 B, S, T, D = 2, 5, 4, 8
 
@@ -133,3 +135,30 @@ def test_signature_matches_config(case):
         if isinstance(value, str) and name.endswith("initializer"):
             continue
         assert config[name] == value, name
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_from_its_public_steps(norm_first, rng):
+    # The steps a decoder with its own cache uses (the BeamSearch-op
+    # export): self-attention, `cross_and_feed_forward`, `finish`.
+    decoder = layers.Decoder(num_layers=2, num_heads=2, d_ff=6,
+                             dropout_rate=0.0, norm_first=norm_first)
+    x = rng.normal(size=(B, T, D)).astype("float32")
+    memory = rng.normal(size=(B, S, D)).astype("float32")
+    expected = decoder(x, memory)
+    assert isinstance(decoder, Stack)
+    hidden = x
+    for layer in decoder.blocks:
+        assert isinstance(layer, Block)
+        normed = layer.self_attention_residual.normalize_input(hidden)
+        out = layer.self_attention(normed, normed,
+                                   attention_mask=causal_mask(T))
+        hidden = layer.self_attention_residual(hidden, out)
+        key, value = layer.cross_attention.compute_key_value(memory)
+        hidden, weights = layer.cross_and_feed_forward(hidden, key, value,
+                                                       None)
+        assert tuple(weights.shape) == (B, 2, T, S)
+    assert (decoder.final_norm is not None) == norm_first
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(decoder.finish(hidden)),
+        keras.ops.convert_to_numpy(expected), atol=1e-5)

@@ -162,3 +162,48 @@ def test_batch_without_columns_follows_the_empty_input_rule(translator):
     assert result["score"].numpy()[0] == 0.0
     assert not result["target_ids"].numpy()[0].any()
     assert result["target_ids"].numpy()[1].any()
+
+
+def test_checked_ids_give_a_batch_without_columns_one_pad_column(translator):
+    # What the token graphs see, so that no graph traced from them (ONNX
+    # included) meets a zero-width tensor.
+    checked = tf.function(translator.checked_ids, input_signature=[
+        tf.TensorSpec([None, None], tf.int32)])
+    for shape, expected in [((3, 0), (3, 1)), ((0, 0), (0, 1)),
+                            ((0, 5), (0, 5)), ((2, 1), (2, 1))]:
+        ids = checked(tf.zeros(shape, tf.int32))
+        assert ids.shape == expected
+        assert not ids.numpy().any()
+    assert translator.checked_ids(tf.zeros([3, 0], tf.int32)).shape == (3, 1)
+    source_ids = translator.source_ids(tf.constant(SENTENCES))
+    np.testing.assert_array_equal(checked(source_ids), source_ids)
+
+
+@pytest.mark.parametrize("search", ["translate_tokens",
+                                    "translate_tokens_greedy"])
+@pytest.mark.parametrize("shape", [(3, 0), (0, 0), (0, 5)])
+def test_batch_without_rows_or_columns(translator, search, shape):
+    result = getattr(translator, search)(tf.zeros(shape, tf.int32))
+    assert result["target_ids"].shape == (shape[0], 0)
+    np.testing.assert_array_equal(result["score"].numpy(),
+                                  np.zeros(shape[0]))
+
+
+@pytest.mark.parametrize("search", ["translate_tokens",
+                                    "translate_tokens_greedy"])
+def test_row_of_padding_changes_no_other_row(translator, search):
+    source_ids = translator.source_ids(tf.constant(SENTENCES)).numpy()
+    with_padding = source_ids.copy()
+    with_padding[1] = 0
+    expected = getattr(translator, search)(source_ids)
+    result = getattr(translator, search)(with_padding)
+    ids, want = result["target_ids"].numpy(), expected["target_ids"].numpy()
+    width = max(ids.shape[1], want.shape[1])
+    ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
+    want = np.pad(want, ((0, 0), (0, width - want.shape[1])))
+    others = [0, 2, 3]
+    np.testing.assert_array_equal(ids[others], want[others])
+    np.testing.assert_allclose(result["score"].numpy()[others],
+                               expected["score"].numpy()[others], atol=1e-5)
+    assert result["score"].numpy()[1] == 0.0
+    assert not ids[1].any()

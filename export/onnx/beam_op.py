@@ -80,10 +80,10 @@ def _step(model, ids, index, past, cross, memory_bias):
         present.append((keys, values))
         out, _ = attention.attend(normed, keys, values)
         hidden = layer.self_attention_residual(hidden, out)
-        hidden, _ = layer._cross_and_feed_forward(hidden, key, value,
-                                                  memory_bias)
-    hidden = model.decoder._finish(hidden)
-    return tf.cast(model._project(hidden), tf.float32), present
+        hidden, _ = layer.cross_and_feed_forward(hidden, key, value,
+                                                 memory_bias)
+    hidden = model.decoder.finish(hidden)
+    return tf.cast(model.project(hidden), tf.float32), present
 
 
 def _subgraph_functions(model):
@@ -201,9 +201,9 @@ def convert_beam_op(translator, opset: int = 17) -> onnx.ModelProto:
 
     @tf.function(input_signature=[_IDS])
     def before(source_ids):
-        ids = translator._checked_ids(source_ids)
+        ids = translator.checked_ids(source_ids)
         # The op's sequences start with [START]: one position more.
-        limit = translator._max_output_length(ids) + 1
+        limit = translator.max_output_length(ids) + 1
         # Given explicitly: the op's own mask hides left padding only.
         mask = tf.cast(ids != PAD_ID, tf.int32)
         return {"input_ids": ids, "max_length": tf.reshape(limit, [1]),
@@ -221,7 +221,8 @@ def convert_beam_op(translator, opset: int = 17) -> onnx.ModelProto:
         ended = (columns == length[:, None]) & (
             length[:, None] < tf.shape(ids)[1])
         ids = tf.where(ended, END_ID, ids)
-        return translator._finish(source_ids, ids, sequences_scores[:, 0])
+        return translator.token_outputs(source_ids, ids,
+                                        sequences_scores[:, 0])
 
     pre = onnx.compose.add_prefix(_convert(before, None, opset), "before/",
                                   rename_inputs=False, rename_outputs=False)
@@ -281,12 +282,15 @@ def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
 
     Returns:
         {"sentences", "identical", "max_score_difference" (over the
-        identical ones), "mismatches" (up to 5 described),
-        "onnxruntime_seconds"}.
+        identical ones), "mismatches" (up to 5, as `export.parity`
+        describes them), "onnxruntime_seconds", "parity" (the
+        `export.parity` report)}.
 
     Raises:
         ValueError: too few sentences agree, naming the first difference.
     """
+    from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
+    from keras_transformer.export import parity
     from keras_transformer.translator import Translator
 
     session = make_session(path)
@@ -296,9 +300,9 @@ def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
         settings=dataclasses.replace(translator.settings,
                                      length_penalty=0.0))
     source_ids = np.asarray(source_ids, np.int32)
-    report = {"sentences": len(source_ids), "identical": 0,
-              "max_score_difference": 0.0, "mismatches": [],
-              "onnxruntime_seconds": 0.0}
+    rows = {"got": [], "expected": [], "got_scores": [],
+            "expected_scores": []}
+    seconds = 0.0
     for start in range(0, len(source_ids), batch_size):
         batch = source_ids[start:start + batch_size]
         timer = time.perf_counter()
@@ -306,34 +310,20 @@ def verify_beam_op(path, translator, source_ids, batch_size: int = 32,
             ["target_ids", "score"],
             {"source_ids": batch,
              "length_penalty": np.array([0.0], np.float32)})
-        report["onnxruntime_seconds"] += time.perf_counter() - timer
+        seconds += time.perf_counter() - timer
         expected = reference.translate_tokens(batch)
-        expected_ids = expected["target_ids"].numpy()
-        expected_score = expected["score"].numpy()
-        width = max(ids.shape[1], expected_ids.shape[1])
-        ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
-        expected_ids = np.pad(expected_ids, (
-            (0, 0), (0, width - expected_ids.shape[1])))
-        for row in range(len(batch)):
-            difference = float(abs(score[row] - expected_score[row]))
-            if (np.array_equal(ids[row], expected_ids[row])
-                    and difference <= score_tolerance):
-                report["identical"] += 1
-                report["max_score_difference"] = max(
-                    report["max_score_difference"], difference)
-            elif len(report["mismatches"]) < 5:
-                source = batch[row][batch[row] != PAD_ID].tolist()
-                got = ids[row][ids[row] != PAD_ID].tolist()
-                want = expected_ids[row][expected_ids[row] != PAD_ID]
-                report["mismatches"].append(
-                    f"source ids {source}: ids {got} score "
-                    f"{score[row]:.6f} against {want.tolist()} score "
-                    f"{expected_score[row]:.6f}")
-    share = report["identical"] / max(report["sentences"], 1)
-    if share < min_agreement:
-        raise ValueError(
-            f"{ONNX_BEAM_OP_GRAPH} gives the Translator's beam search (at "
-            f"length_penalty 0) on only {share:.1%} of the sentences, "
-            f"fewer than min_agreement={min_agreement}; first: "
-            f"{report['mismatches'][0]}")
-    return report
+        rows["got"] += list(ids)
+        rows["got_scores"] += score.tolist()
+        rows["expected"] += list(expected["target_ids"].numpy())
+        rows["expected_scores"] += expected["score"].numpy().tolist()
+    result = parity.check(
+        parity.compare(**rows, inputs=[parity.token_row(row)
+                                       for row in source_ids],
+                       min_agreement=min_agreement,
+                       score_tolerance=score_tolerance),
+        ONNX_BEAM_OP_GRAPH,
+        "the Translator's beam search (at length_penalty 0)")
+    return {"sentences": result["rows"], "identical": result["identical"],
+            "max_score_difference": result["max_score_difference"],
+            "mismatches": result["mismatches"],
+            "onnxruntime_seconds": seconds, "parity": result}
