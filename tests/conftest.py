@@ -61,3 +61,24 @@ def translator(trained_run):
     from keras_transformer.runs import load_translator
 
     return load_translator(trained_run)
+
+
+# Fixtures that train or export a model (here, in tests/export/conftest.py
+# and in test modules). A test that requests one, directly or through
+# another fixture, must be marked slow: `-m "not slow"` trains nothing.
+TRAINING_FIXTURES = frozenset({
+    "trained_run", "translator", "summarization_run", "saved_model_export",
+    "onnx_export", "ctranslate2_export", "reverse_digits",
+    "reverse_digits_onnx", "int8_export"})
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if item.get_closest_marker("slow") is None
+                and TRAINING_FIXTURES & set(getattr(item, "fixturenames",
+                                                    ()))]
+    if unmarked:
+        raise pytest.UsageError(
+            "These tests train or export a model (through "
+            f"{sorted(TRAINING_FIXTURES)}) but are not marked "
+            "@pytest.mark.slow: " + ", ".join(unmarked))

@@ -77,6 +77,7 @@ def reference(tmp_path_factory):
                                                 "tensorflow.npz")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_same_numbers_as_tensorflow(backend, reference):
     _require(backend)

@@ -2,7 +2,8 @@
 runtime, ROUGE from the CLI.
 
 One tiny summarization run, trained from the command line on a JSONL file
-of Debian package descriptions (`bundled:debian`), serves the module.
+of Debian package descriptions (`bundled:debian`), serves the module (its
+tests are marked slow; the others train nothing).
 """
 
 import dataclasses
@@ -52,6 +53,7 @@ def summarization_run(tmp_path_factory):
     return {"run": run_dir, "test": test, "fields": fields}
 
 
+@pytest.mark.slow
 def test_run_knows_its_task_and_lengths(summarization_run):
     run = RunDirectory(summarization_run["run"])
     config = run.read_config()
@@ -66,6 +68,7 @@ def test_run_knows_its_task_and_lengths(summarization_run):
     assert "max_source_length=48" in data["length"]
 
 
+@pytest.mark.slow
 def test_cli_summarize_and_evaluate_report_rouge(summarization_run, capsys):
     run, test, fields = (summarization_run[k] for k in ("run", "test",
                                                         "fields"))
@@ -88,6 +91,7 @@ def test_cli_summarize_and_evaluate_report_rouge(summarization_run, capsys):
     assert evaluation["search"]["min_length"] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_names_missing_jsonl_fields(summarization_run, capsys):
     assert main(["evaluate", "--run", summarization_run["run"], "--data",
                  summarization_run["test"]]) == 2
@@ -140,6 +144,7 @@ def test_rules_hold_and_every_runtime_agrees(summarization_run, tmp_path):
     assert exported == settings.to_dict()
 
 
+@pytest.mark.slow
 def test_max_output_tokens_replaces_source_plus_extra(summarization_run):
     from keras_transformer.runs import load_translator
 

@@ -234,9 +234,16 @@ def test_debian_files_ship_as_package_data():
               / "debian_descriptions")
     for name in [f"{split}.tsv.xz" for split in SPLITS] + ["README.md"]:
         assert folder.joinpath(name).is_file()
-    setup = (ROOT / "setup.cfg").read_text("utf-8")
-    assert "debian_descriptions/*.tsv.xz" in setup and (
-            "debian_descriptions/README.md" in setup)
+    # Declared as a package with its data, so an install neither warns
+    # nor leaves the files out.
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg", encoding="utf-8")
+    package = "keras_transformer.data.debian_descriptions"
+    assert package in setup["options"]["packages"].split()
+    assert setup["options.package_data"][package].split() == [
+        "*.tsv.xz", "README.md"]
 
 
 # ------------------------------------------------------- the corpus builder

@@ -57,6 +57,7 @@ def read_json(path):
         return json.load(file)
 
 
+@pytest.mark.slow
 def test_learns_the_copy_task_and_writes_the_run(tmp_path):
     keras.utils.set_random_seed(0)
     config = tiny_config()

@@ -1,6 +1,6 @@
 """CTranslate2 export: greedy ids, log-probs and texts equal the Translator's.
 
-The runtime (`export/ctranslate2_runtime.py`) is also run in a process
+The runtime (`export/ctranslate2/runtime.py`) is also run in a process
 where TensorFlow and Keras cannot be imported, with the README's examples.
 """
 
@@ -37,40 +37,14 @@ from keras_transformer.text.sentencepiece_tokenizer import (  # noqa: E402
     SentencePieceTokenizer,
 )
 from keras_transformer.translator import Translator  # noqa: E402
+from tests.readme import python_block  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 README_DIR = "exported/ctranslate2"
 # The README's examples, as written there (README_DIR is replaced).
-README_RUNTIME = '''
-from keras_transformer.export.ctranslate2.runtime import CTranslate2Translator
-
-translator = CTranslate2Translator("exported/ctranslate2")  # device="cuda"
-pairs = translator(["forty-two", ""])        # [(translation, score), ...]
-best = translator("forty-two", greedy=True)  # (translation, score)
-'''
-README_RAW = '''
-import json
-
-import ctranslate2
-import sentencepiece as spm
-
-model_dir = "exported/ctranslate2"
-with open(f"{model_dir}/keras_transformer.json", encoding="utf-8") as file:
-    config = json.load(file)  # max_source_tokens, max_length, search, ...
-source = spm.SentencePieceProcessor(model_file=f"{model_dir}/source.model")
-target = spm.SentencePieceProcessor(model_file=f"{model_dir}/target.model")
-translator = ctranslate2.Translator(model_dir, device="cpu")
-
-texts = ["forty-two", "nine hundred and five"]
-tokens = [source.encode(text, out_type=str)[:config["max_source_tokens"]]
-          + ["[END]"] for text in texts]
-length = min(max(map(len, tokens)) + config["search"]["extra_length"],
-             config["max_length"])
-results = translator.translate_batch(
-    tokens, beam_size=1, max_decoding_length=length,
-    min_decoding_length=0, max_input_length=0)
-translations = [target.decode_pieces(r.hypotheses[0]) for r in results]
-'''
+README_RUNTIME = python_block('CTranslate2Translator("exported/ctranslate2")')
+README_RAW = python_block("translator.translate_batch(")
 # Runs the runtime, the README's examples, and reports what it imported.
 _WORKER = '''
 import json, sys
@@ -130,12 +104,11 @@ def _config(tokenizers, **overrides):
         target_vocab_size=tokenizers[1].vocab_size, **values)
 
 
-@pytest.fixture(scope="module")
-def exported(translator, trained_run, tmp_path_factory):
-    """The float32 export of the trained fixture, verified."""
-    texts = verification_texts(trained_run)
-    path = tmp_path_factory.mktemp("ct2") / "float32"
-    return ct2_export.export_ctranslate2(translator, path, texts=texts)
+@pytest.fixture
+def exported(ctranslate2_export):
+    """The float32 export of the trained run, verified: written once per
+    session (`tests/export/conftest.py`)."""
+    return ctranslate2_export
 
 
 @pytest.mark.slow
@@ -164,7 +137,8 @@ def test_float32_export_matches_translator(exported, translator,
         ours = json.load(f)
     assert ours["max_source_tokens"] == translator.source_limit
     assert ours["max_length"] == translator.max_length
-    assert ours["search"] == translator.settings.to_dict()
+    assert ours["target_limit"] == translator.target_limit
+    assert ours["search_settings"] == translator.settings.to_dict()
     assert [ours[f"{name}_id"] for name in ("pad", "unk", "start", "end")
             ] == [0, 1, 2, 3]
     assert ours["end_token"] == "[END]"

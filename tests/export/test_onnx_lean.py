@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from keras_transformer.export.onnx import lean as onnx_lean
-from tests.test_onnx_quantize import carried_weight_loop
+from keras_transformer.export.onnx import lean
+from tests.export.test_onnx_quantize import carried_weight_loop
 
 D = 8
 EPSILON = 1e-6
@@ -93,7 +93,7 @@ def test_layer_norm_becomes_one_node_with_the_same_outputs(loop, axes):
     x = np.random.default_rng(1).normal(
         3.0, 2.0, size=(2, 3, D)).astype(np.float32)
     before = _run(model, {"x": x})[0]
-    assert onnx_lean.fuse_layer_norms(model.graph) == 1
+    assert lean.fuse_layer_norms(model.graph) == 1
     onnx.checker.check_model(model)
     graph = (model.graph.node[0].attribute[0].g if loop else model.graph)
     assert [n.op_type for n in graph.node if n.op_type != "Identity"] == [
@@ -112,13 +112,13 @@ def test_layer_norm_with_a_shared_intermediate_is_left_alone():
     # The centered values also leave the graph: fusing would lose them.
     nodes = _layer_norm_nodes("x", "y", "a/")
     model = _model(nodes, outputs=("y", "a/c"))
-    assert onnx_lean.fuse_layer_norms(model.graph) == 0
+    assert lean.fuse_layer_norms(model.graph) == 0
     assert len(model.graph.node) == 9
 
 
 def test_layer_norm_over_two_axes_is_left_alone():
     model = _model(_layer_norm_nodes("x", "y", "a/", axes=(1, 2)))
-    assert onnx_lean.fuse_layer_norms(model.graph) == 0
+    assert lean.fuse_layer_norms(model.graph) == 0
 
 
 def test_two_layer_norms_in_a_row_both_fuse():
@@ -127,7 +127,7 @@ def test_two_layer_norms_in_a_row_both_fuse():
     model = _model(nodes)
     x = np.random.default_rng(2).normal(size=(1, 1, D)).astype(np.float32)
     before = _run(model, {"x": x})[0]
-    assert onnx_lean.fuse_layer_norms(model.graph) == 2
+    assert lean.fuse_layer_norms(model.graph) == 2
     np.testing.assert_allclose(_run(model, {"x": x})[0], before, rtol=1e-5,
                                atol=1e-5)
 
@@ -136,8 +136,8 @@ def test_carried_weights_leave_the_loop_reshaped_once():
     model = carried_weight_loop()
     x = np.random.default_rng(3).normal(size=(1, 8)).astype(np.float32)
     before = _run(model, {"x": x})[0]
-    onnx_lean.hoist_loop_invariants(model.graph)
-    onnx_lean.fold_weight_views(model.graph)
+    lean.hoist_loop_invariants(model.graph)
+    lean.fold_weight_views(model.graph)
     onnx.checker.check_model(model)
     loop = model.graph.node[0]
     body = loop.attribute[0].g

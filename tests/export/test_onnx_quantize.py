@@ -1,4 +1,4 @@
-"""Tests for the int8 ONNX export: export/onnx_quantize.py and its checks.
+"""Tests for the int8 ONNX export: export/onnx/quantize.py and its checks.
 
 The rewrites are checked on small hand-made graphs (fast, no TensorFlow
 model); the whole export on the session's tiny trained run
@@ -24,7 +24,8 @@ from keras_transformer.export.onnx.quantize import (
 )
 from keras_transformer.export.onnx.verify import (
     INT8_MIN_AGREEMENT,
-    _check_agreement,
+    _agreement,
+    _Checker,
 )
 
 
@@ -174,7 +175,7 @@ def test_int8_export_quantizes_the_loop_body_and_agrees(int8_export):
         # self-attention, 2 cross-attention queries and outputs, 2 feed-
         # forward); its attention products (2 per attention, 2 attentions
         # per layer) and the output projection stay float32, and so does
-        # the main graph (onnx_quantize's docstring).
+        # the main graph (export/onnx/quantize.py's docstring).
         layers = counts["loop_body"]["int8"] // 8
         assert counts["loop_body"]["int8"] == 8 * layers > 0
         assert counts["loop_body"]["float"] == 4 * layers + 1
@@ -189,14 +190,27 @@ def test_int8_export_quantizes_the_loop_body_and_agrees(int8_export):
 def test_agreement_below_the_bar_is_an_error():
     config = {"quantization": "int8", "graphs": {"beam": "beam.onnx"},
               "text_graphs": {"beam": "beam_text.onnx"}}
-    report = {"sentences": 20, "identical": {"beam": 19},
-              "mismatches": ["sentence 3 differs"],
-              "text": {"sentences": 20, "identical": {"beam": 18}}}
-    assert _check_agreement(report, config, 0.9) == {
+    part = {"identical": {}, "max_score_difference": {}, "parity": {}}
+    report = {**part, "mismatches": [], "text": {
+        key: {} for key in part}}
+    reference = "the Translator's translate"
+    ids = ([[5, 3]] * 19 + [[6, 3]], np.zeros(20))
+    texts = (["a"] * 3 + ["b"] * 2 + ["a"] * 15, np.zeros(20))
+    checker = _Checker(report["mismatches"], 0.9, None, check=True)
+    checker.compare(report, "identical", "beam", "beam.onnx", reference,
+                    ids, ([[5, 3]] * 20, np.zeros(20)), None)
+    checker.compare(report["text"], "identical", "beam", "beam_text.onnx",
+                    reference, texts, (["a"] * 20, np.zeros(20)), None)
+    assert _agreement(report, config) == {
         "beam.onnx": 0.95, "beam_text.onnx": 0.9}
-    with pytest.raises(ValueError, match=r"(?s)\[.beam_text.onnx.\] .* only "
-                       r"90.0% .* min_agreement=0.95 .*sentence 3"):
-        _check_agreement(report, config, 0.95)
+    assert [m["row"] for m in report["mismatches"]] == [19, 3, 4]
+    strict = _Checker([], 0.95, None, check=True)
+    with pytest.raises(ValueError, match=r"ONNX graph 'beam_text.onnx' .*\("
+                       r"90.0% identical, fewer than min_agreement=0.95.*"
+                       r"row 3.*Received: min_agreement=0.95"):
+        strict.compare(report["text"], "identical", "beam",
+                       "beam_text.onnx", reference, texts,
+                       (["a"] * 20, np.zeros(20)), None)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 A hand-made search graph stands in for the real one (a `Loop` that copies
 `source_ids`, so the translation shows what the search was fed), with small
 SentencePiece models learned here. Every onnxruntime session runs in
-`tests/onnx_text_worker.py`, a subprocess that never imports TensorFlow:
+`tests/export/onnx_text_worker.py`, a subprocess that never imports TensorFlow:
 onnxruntime-extensions has crashed processes that had.
 """
 
@@ -380,15 +380,30 @@ def test_argument_errors(spm_models, kwargs, error, arg):
         build_text_model(**args)
 
 
-def test_module_imports_only_numpy_onnx_and_the_standard_library():
+def test_module_imports_only_numpy_onnx_and_tensorflow_free_modules():
     import ast
+    import subprocess
+    import sys
 
-    from keras_transformer.export.onnx import text_graph as onnx_text
+    from keras_transformer.export.onnx import text_graph
 
-    with open(onnx_text.__file__, encoding="utf-8") as file:
+    with open(text_graph.__file__, encoding="utf-8") as file:
         tree = ast.parse(file.read())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+    imported = {alias.name for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+    imported |= {node.module for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"collections", "numpy", "onnx"}, imported
+    assert {name.split(".")[0] for name in imported} <= {
+        "collections", "numpy", "onnx", "keras_transformer"}, imported
+    assert {name for name in imported if name.startswith("keras_")} == {
+        "keras_transformer.checks", "keras_transformer.export.onnx.graph",
+        "keras_transformer.text.special_tokens"}
+    # And it imports where TensorFlow cannot be imported.
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, *args):\n"
+            "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import keras_transformer.export.onnx.text_graph\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,4 +1,6 @@
-"""SavedModel export: fresh-process parity, signatures, bad input."""
+"""`export.saved_model`: fresh-process parity, signatures, bad input, on
+the trained run's SavedModel (written once per session in
+`tests/export/conftest.py`)."""
 
 import os
 import subprocess
@@ -9,18 +11,15 @@ import pytest
 import tensorflow as tf
 
 from keras_transformer.data import read_tsv
-from keras_transformer.export.saved_model import (
-    export_saved_model,
-    verify_saved_model,
-)
+from keras_transformer.export.saved_model import verify_saved_model
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported(translator, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("export") / "saved_model" / "1")
-    return export_saved_model(translator, path)
+@pytest.fixture
+def exported(saved_model_export):
+    """The trained run's SavedModel (`tests/export/conftest.py`)."""
+    return saved_model_export
 
 
 def test_fresh_process_parity(exported, translator, corpus_files):
