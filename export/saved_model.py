@@ -1,6 +1,6 @@
 """Write a Translator as a SavedModel for TensorFlow Serving, and verify it.
 
-The SavedModel's signatures (DESIGN.md, "Export contracts"):
+The SavedModel's signatures (ARCHITECTURE.md, "Contracts"):
 
 - `serving_default`: `text` string [B] -> `translation` string [B],
   `score` float32 [B]; beam search with the run's defaults;
@@ -19,8 +19,10 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 import tensorflow as tf
+
+from keras_transformer.contract import SCORE_TOLERANCE
+from keras_transformer.export import parity
 
 SIGNATURES = ("serving_default", "translate_greedy", "translate_tokens")
 
@@ -82,21 +84,24 @@ def _expected(translator, texts, source_ids):
 
 
 def verify_saved_model(export_dir: str, translator, texts: list[str],
-                       score_tolerance: float = 1e-4) -> dict:
+                       score_tolerance: float = SCORE_TOLERANCE) -> dict:
     """Loads the SavedModel in a fresh process and compares with `translator`.
 
     The subprocess imports only `tensorflow` and `tensorflow_text`. Every
     signature must give the same translations / token ids as the in-process
-    Translator, and scores within `score_tolerance` (float32 round-off of
-    a separately traced graph).
+    Translator on every sentence, and scores within `score_tolerance`
+    (float32 round-off of a separately traced graph).
 
     Returns:
-        A report dict: sentences, identical, max_score_difference,
-        signatures.
+        A report dict: `sentences`, `comparisons` (sentences times
+        signatures), `identical` (outputs identical to the Translator's),
+        `max_score_difference`, `signatures`, and `parity`
+        (`export.parity.compare` over every signature's rows).
 
     Raises:
         RuntimeError: the subprocess failed, naming its error output.
-        ValueError: an output differs, naming the signature and sentence.
+        ValueError: an output or score differs, naming the signature, the
+            sentence and both outputs.
     """
     texts = list(texts)
     if not texts:
@@ -126,23 +131,18 @@ def verify_saved_model(export_dir: str, translator, texts: list[str],
     if got["modules"]:
         raise ValueError(
             f"Loading imported keras_transformer: {got['modules']}.")
-    identical, worst = 0, 0.0
+    rows = {"got": [], "expected": [], "got_scores": [],
+            "expected_scores": [], "inputs": []}
     for name in SIGNATURES:
         key = "target_ids" if name == "translate_tokens" else "translation"
-        for row, (a, b) in enumerate(zip(got[name][key],
-                                         expected[name][key])):
-            if a != b:
-                raise ValueError(
-                    f"Signature {name!r} differs on sentence {row} "
-                    f"({texts[row]!r}): SavedModel {a!r} vs Keras {b!r}.")
-            identical += 1
-        difference = float(np.max(np.abs(
-            np.subtract(got[name]["score"], expected[name]["score"]))))
-        worst = max(worst, difference)
-    if worst > score_tolerance:
-        raise ValueError(
-            f"Scores differ by {worst:.2e} > `score_tolerance`. "
-            f"Received: score_tolerance={score_tolerance}")
-    return {"sentences": len(texts), "identical": identical,
-            "comparisons": len(texts) * len(SIGNATURES),
-            "max_score_difference": worst, "signatures": got["signatures"]}
+        for side, outputs in (("got", got), ("expected", expected)):
+            rows[side] += outputs[name][key]
+            rows[f"{side}_scores"] += outputs[name]["score"]
+        rows["inputs"] += [f"{name}: {text}" for text in texts]
+    result = parity.check(
+        parity.compare(**rows, score_tolerance=score_tolerance),
+        "the SavedModel", "the Translator")
+    return {"sentences": len(texts), "identical": result["identical"],
+            "comparisons": result["rows"],
+            "max_score_difference": result["max_score_difference"],
+            "signatures": got["signatures"], "parity": result}

@@ -13,6 +13,13 @@ import pytest
 from keras_transformer import export
 from keras_transformer import quickstart as quickstart_module
 from keras_transformer.benchmarks import harness
+from keras_transformer.export.parity import compare
+
+
+def _parity(identical, rows):
+    """A parity report with `identical` of `rows` rows identical."""
+    return compare(["a"] * rows, ["a"] * identical + ["b"] * (
+        rows - identical), [0.0] * rows, [0.0] * rows)
 
 
 def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
@@ -32,15 +39,13 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
 
     def fake_export(run, out, fmt):
         calls.append(("export", fmt))
-        return {"saved_model": {"path": out, "identical": 3,
-                                "comparisons": 3,
-                                "max_score_difference": 0.0},
+        return {"saved_model": {"path": out, "parity": _parity(3, 3)},
                 "onnx": {"verification": {
-                    "identical": {"beam": 2}, "sentences": 2,
-                    "saved_model_identical": {"beam": 2},
-                    "max_score_difference": {"beam": 0.0},
-                    "text": {"sentences": 2, "identical": {"beam": 2},
-                             "saved_model_identical": {"beam": 1}}},
+                    "parity": {"beam": {"translator": _parity(2, 2),
+                                        "saved_model": _parity(2, 2)}},
+                    "text": {"parity": {"beam": {
+                        "translator": _parity(2, 2),
+                        "saved_model": _parity(1, 2)}}}},
                     "files": {"beam.onnx": 1e6, "beam_text.onnx": 1.2e6},
                     "nodes": {"beam": 10}}}
 
@@ -61,6 +66,9 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
     assert stored["train_seconds"] == results["train_seconds"]
     assert any("exact match  90.0%" in line for line in lines)
     assert any("beam_text" in line and "SavedModel 1/2" in line
+               for line in lines)
+    assert any(line.endswith("3/3 outputs identical in a fresh process "
+                             "(max score difference 0.0e+00)")
                for line in lines)
 
     quality = harness.read_quality(str(run_dir))
@@ -89,15 +97,9 @@ def test_summarization_quickstart_scores_the_baselines(tmp_path,
 
     def fake_export(run, out, fmt):
         calls.append(("export", fmt))
-        return {"saved_model": {"path": out, "identical": 1,
-                                "comparisons": 1,
-                                "max_score_difference": 0.0},
+        return {"saved_model": {"path": out, "parity": _parity(1, 1)},
                 "onnx": {"verification": {
-                    "identical": {}, "sentences": 0,
-                    "saved_model_identical": {},
-                    "max_score_difference": {},
-                    "text": {"sentences": 0, "identical": {},
-                             "saved_model_identical": {}}},
+                    "parity": {}, "text": {"parity": {}}},
                     "files": {}, "nodes": {}}}
 
     monkeypatch.setattr(quickstart_module, "train_run", fake_train)

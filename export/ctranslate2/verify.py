@@ -1,21 +1,34 @@
 """Verify a CTranslate2 conversion against the Keras model (TensorFlow).
 
 `verify_ctranslate2` compares greedy token ids with the `Translator`'s,
-`verify_text` greedy translations, and `max_log_prob_difference`
-teacher-forced log-probabilities (insensitive to near-ties). The runtime
-itself (`ctranslate2.runtime`) needs no TensorFlow; these checks do.
+`verify_text` greedy translations (each an `export.parity` report), and
+`max_log_prob_difference` teacher-forced log-probabilities (insensitive to
+near-ties). The runtime itself (`ctranslate2.runtime`) needs no
+TensorFlow; these checks do.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from keras_transformer.contract import output_limit
+from keras_transformer.export import parity
 from keras_transformer.export.ctranslate2 import runtime
 from keras_transformer.text import special_tokens as special
 
 
+def _first(report):
+    """The first mismatch of a parity report as {"row", "ctranslate2",
+    "keras"}, or None."""
+    if not report["mismatches"]:
+        return None
+    first = report["mismatches"][0]
+    return {"row": first["row"], "ctranslate2": first["got"],
+            "keras": first["expected"]}
+
+
 def verify_ctranslate2(model_dir: str, translator, source_ids,
-                       compute_type: str = "default") -> dict:
+                       compute_type: str = "default",
+                       min_agreement: float = 0.0, texts=None) -> dict:
     """Greedy token-for-token comparison of CTranslate2 and the Translator.
 
     Args:
@@ -25,12 +38,20 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
             them.
         compute_type: CTranslate2 compute type ("default" runs the stored
             weights: float32, or int8 for an int8 conversion).
+        min_agreement: float in [0, 1], the least share of rows with
+            identical ids. Defaults to 0 (report only).
+        texts: optional, the texts of the rows, named in the mismatches.
 
     Returns:
         A dict: sentences, identical (rows with identical ids), agreement
         (the share of identical rows), first_difference (None or
-        {"row", "ctranslate2", "keras"}) and max_log_prob_difference
-        (`max_log_prob_difference` on the Translator's outputs).
+        {"row", "ctranslate2", "keras"}), max_log_prob_difference
+        (`max_log_prob_difference` on the Translator's outputs) and
+        parity (the `export.parity` report).
+
+    Raises:
+        ValueError: fewer than `min_agreement` of the rows agree, naming
+            the first difference.
     """
     source_ids = np.asarray(source_ids, dtype=np.int32)
     if source_ids.ndim != 2 or source_ids.shape[0] == 0:
@@ -54,52 +75,61 @@ def verify_ctranslate2(model_dir: str, translator, source_ids,
         no_repeat_ngram_size=settings.no_repeat_ngram_size)
     # The Translator gives no token for a row with no source token.
     got[lengths <= 1] = special.PAD_ID
-    width = max(expected.shape[1], 1)
-    padded = np.zeros_like(got)
-    padded[:, :expected.shape[1]] = expected
-    same = [np.array_equal(a, b) for a, b in zip(got, padded)]
-    row = same.index(False) if False in same else None
-    return {"sentences": len(source_ids), "identical": sum(same),
-            "agreement": sum(same) / len(source_ids),
-            "first_difference": None if row is None else {
-                "row": row, "ctranslate2": got[row, :width].tolist(),
-                "keras": expected[row].tolist()},
+    inputs = [parity.token_row(row) for row in source_ids]
+    result = parity.check(
+        parity.compare(got, expected, inputs=inputs if texts is None
+                       else list(texts), min_agreement=min_agreement),
+        "CTranslate2's greedy output", "the Translator")
+    return {"sentences": result["rows"], "identical": result["identical"],
+            "agreement": result["share"],
+            "first_difference": _first(result), "parity": result,
             "max_log_prob_difference": max_log_prob_difference(
                 model_dir, translator.model, source_ids, expected,
                 source_vocabulary, target_vocabulary, compute_type)}
 
 
 def verify_text(model_dir: str, translator, texts,
-                compute_type: str = "default") -> dict:
+                compute_type: str = "default",
+                min_agreement: float = 0.0) -> dict:
     """Greedy translations of `CTranslate2Translator` vs the Translator's.
+
+    Scores are reported, not checked: CTranslate2 renormalizes the
+    probabilities after a `min_length` or `no_repeat_ngram_size` ban.
 
     Args:
         model_dir: a directory written by `export_ctranslate2`.
         translator: the `Translator` whose model was converted.
         texts: a non-empty list of source texts (str or UTF-8 bytes).
         compute_type: CTranslate2 compute type.
+        min_agreement: float in [0, 1], the least share of texts
+            translated to the same string. Defaults to 0 (report only).
 
     Returns:
         A dict: text_identical (texts translated to the same string),
         text_agreement (their share), first_text_difference (None or
-        {"row", "ctranslate2", "keras"}) and max_score_difference (over the
-        identical translations).
+        {"row", "ctranslate2", "keras"}), max_score_difference (over the
+        identical translations) and text_parity (the `export.parity`
+        report).
+
+    Raises:
+        ValueError: fewer than `min_agreement` of the texts agree, naming
+            the first difference.
     """
     texts = list(texts)
     got = runtime.CTranslate2Translator(model_dir, compute_type)(
         texts, greedy=True)
     expected = translator.translate_greedy(tf.constant(texts, tf.string))
-    strings = [s.decode("utf-8") for s in expected["translation"].numpy()]
-    same = [g == s for (g, _), s in zip(got, strings)]
-    row = same.index(False) if False in same else None
-    differences = [abs(g - float(s)) for (_, g), s, equal in zip(
-        got, expected["score"].numpy(), same) if equal]
-    return {"text_identical": sum(same),
-            "text_agreement": sum(same) / len(texts),
-            "first_text_difference": None if row is None else {
-                "row": row, "ctranslate2": got[row][0],
-                "keras": strings[row]},
-            "max_score_difference": max(differences, default=0.0)}
+    result = parity.check(parity.compare(
+        [translation for translation, _ in got],
+        [s.decode("utf-8") for s in expected["translation"].numpy()],
+        [score for _, score in got], expected["score"].numpy(),
+        inputs=texts, min_agreement=min_agreement, score_tolerance=None),
+        "CTranslate2's greedy translation", "the Translator")
+    return {"text_identical": result["identical"],
+            "text_agreement": result["share"],
+            "first_text_difference": _first(result),
+            "max_score_difference": result["max_score_difference"],
+            "text_parity": result}
 
 
 def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,

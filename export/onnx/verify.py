@@ -16,10 +16,11 @@ compares it with TensorFlow on the same sentences: the given texts plus
   `translate_greedy` signatures): equal strings. Both get invalid UTF-8
   as the same raw bytes (`runtime.text_feed`).
 
-Scores must be within `score_tolerance` (onnxruntime sums in another order
-than TensorFlow). An int8 export (`"quantization": "int8"` in its
-manifest, `export.onnx.quantize`) cannot match float32 TensorFlow on
-every sentence: its ids (or strings) must equal TensorFlow's on at least
+Each comparison is an `export.parity` report (under `parity`): scores
+must be within `score_tolerance` (onnxruntime sums in another order than
+TensorFlow). An int8 export (`"quantization": "int8"` in its manifest,
+`export.onnx.quantize`) cannot match float32 TensorFlow on every
+sentence: its ids (or strings) must equal TensorFlow's on at least
 `min_agreement` of the sentences (`INT8_MIN_AGREEMENT` by default), and
 its scores are reported, not checked. `graph_summary` counts what a
 graph holds (op types, constant bytes, duplicated constants) for the
@@ -44,6 +45,7 @@ from onnx import numpy_helper
 
 from keras_transformer.checks import check_float, check_int
 from keras_transformer.contract import INT8_MIN_AGREEMENT, SCORE_TOLERANCE
+from keras_transformer.export import parity
 from keras_transformer.export.onnx.convert import SEARCH_FUNCTIONS
 from keras_transformer.export.onnx.graph import graphs
 from keras_transformer.export.onnx.runtime import (
@@ -138,7 +140,7 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             translator (`export.saved_model.export_saved_model`).
         batch_size: int, sentences per run. Defaults to 32.
         score_tolerance: float, the largest allowed score difference.
-            Defaults to 1e-3.
+            Defaults to `contract.SCORE_TOLERANCE`.
         strict: bool, raise on the first difference (default); if False,
             the differences are listed under `mismatches`.
         min_agreement: optional float in (0, 1]: below 1, the ids (and
@@ -152,13 +154,16 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
         ids equal the Translator's); `saved_model_identical` (the same for
         the SavedModel, or None); `max_score_difference` (mode -> float);
         `onnxruntime_seconds` and `tensorflow_seconds` (mode -> seconds);
-        `text` (the same figures for the text graphs: `sentences`,
-        `identical`, `saved_model_identical` (mode -> count, or None
-        without a SavedModel), `max_score_difference`, `onnxruntime_seconds`
-        (in the subprocess), `tensorflow_seconds`); `mismatches`;
-        `quantization` (the export's, or None), `min_agreement` and
-        `agreement` (graph file -> share of sentences equal to the
-        Translator's).
+        `parity` (mode -> {"translator", "saved_model"}: the
+        `export.parity` report of each comparison, "saved_model" None
+        without a SavedModel); `text` (the same figures for the text
+        graphs: `sentences`, `identical`, `saved_model_identical` (mode
+        -> count, or None without a SavedModel), `max_score_difference`,
+        `onnxruntime_seconds` (in the subprocess), `tensorflow_seconds`,
+        `parity`); `mismatches` (the differing rows of every comparison,
+        each with its `graph` and `reference`); `quantization` (the
+        export's, or None), `min_agreement` and `agreement` (graph file ->
+        share of sentences equal to the Translator's).
 
     Raises:
         ValueError: outputs or scores differ (naming the graph, the
@@ -179,16 +184,17 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             "`min_agreement` must be a share in (0, 1]. Received: "
             f"min_agreement={min_agreement}")
     if min_agreement < 1.0:  # Count the differences, check the share.
-        strict, score_tolerance = False, float("inf")
+        score_tolerance = None
     ids, texts = verification_inputs(translator, texts, source_ids)
     saved = (tf.saved_model.load(os.fspath(saved_model_dir))
              if saved_model_dir is not None else None)
     report = {"sentences": len(ids), "identical": {},
               "saved_model_identical": None if saved is None else {},
               "max_score_difference": {}, "onnxruntime_seconds": {},
-              "tensorflow_seconds": {}, "mismatches": [],
+              "tensorflow_seconds": {}, "parity": {}, "mismatches": [],
               "quantization": quantization, "min_agreement": min_agreement}
-    checker = _Checker(report, score_tolerance, strict)
+    checker = _Checker(report["mismatches"], min_agreement, score_tolerance,
+                       strict or min_agreement < 1.0)
     for mode, name in sorted(config["graphs"].items()):
         session = make_session(os.path.join(os.fspath(onnx_dir), name))
         timer = time.perf_counter()
@@ -207,69 +213,54 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             if key == "identical":
                 report["tensorflow_seconds"][mode] = (
                     time.perf_counter() - timer)
-            checker.compare(report, key, mode, f"ONNX graph {name!r}",
-                            reference, got, expected, texts, "ids")
+            checker.compare(report, key, mode, name, reference, got,
+                            expected, texts)
     if config.get("text_graphs"):
         text_texts = texts if texts is not None else (
             default_texts(translator) + bad_input_texts(translator))
         report["text"] = _verify_text(onnx_dir, config, translator,
                                       text_texts, saved, batch_size, checker)
-    report["agreement"] = _check_agreement(report, config, min_agreement)
+    report["agreement"] = _agreement(report, config)
     return report
 
 
-def _check_agreement(report, config, min_agreement):
+def _agreement(report, config):
     """Share of sentences equal to the Translator's, per graph file."""
     shares = {}
     for kind, part in (("graphs", report), ("text_graphs",
                                             report.get("text"))):
-        for mode, count in (part or {}).get("identical", {}).items():
-            shares[config[kind][mode]] = count / part["sentences"]
-    low = {name: share for name, share in shares.items()
-           if share < min_agreement}
-    if low and min_agreement < 1.0:  # Else `strict` decided.
-        first = "\n".join(report["mismatches"][:3])
-        raise ValueError(
-            f"The ONNX graphs {sorted(low)} give the Translator's output on "
-            f"only {min(low.values()):.1%} of the sentences, fewer than "
-            f"min_agreement={min_agreement} (quantization="
-            f"{config.get('quantization')!r}). First differences:\n{first}")
+        for mode, found in (part or {}).get("parity", {}).items():
+            shares[config[kind][mode]] = found["translator"]["share"]
     return shares
 
 
 class _Checker:
-    """Compares rows of outputs and scores, counting equal rows."""
+    """Compares a graph's rows with a reference's (`export.parity`)."""
 
-    def __init__(self, report, score_tolerance, strict):
-        self.mismatches = report["mismatches"]
+    def __init__(self, mismatches, min_agreement, score_tolerance, check):
+        self.mismatches = mismatches
+        self.min_agreement = min_agreement
         self.score_tolerance = score_tolerance
-        self.strict = strict
+        self.check = check
 
-    def compare(self, report, key, mode, graph, reference, got, expected,
-                texts, what):
-        (rows, scores), (expected_rows, expected_scores) = got, expected
-        # Equal scores count as 0 apart, -inf (an empty beam) too.
-        differences = np.where(scores == expected_scores, 0.0,
-                               np.abs(scores - expected_scores))
-        report["max_score_difference"][mode] = max(
-            report["max_score_difference"].get(mode, 0.0),
-            float(np.max(differences, initial=0.0)))
-        report[key][mode] = 0
-        for row, difference in enumerate(differences):
-            if rows[row] == expected_rows[row] and (
-                    difference <= self.score_tolerance):
-                report[key][mode] += 1
-                continue
-            text = "" if texts is None else f" ({texts[row]!r:.200})"
-            message = (
-                f"{graph} differs from {reference} on sentence {row}{text}: "
-                f"onnxruntime gives {what} {rows[row]!r} with score "
-                f"{scores[row]:.6f}, TensorFlow {what} {expected_rows[row]!r}"
-                f" with score {expected_scores[row]:.6f} "
-                f"(score_tolerance={self.score_tolerance})")
-            if self.strict:
-                raise ValueError(message)
-            self.mismatches.append(message)
+    def compare(self, part, key, mode, graph, reference, got, expected,
+                texts):
+        """Records in `part` (the token or text report) one comparison."""
+        result = parity.compare(
+            got[0], expected[0], got[1], expected[1], inputs=texts,
+            min_agreement=self.min_agreement,
+            score_tolerance=self.score_tolerance, keep=None)
+        if self.check:
+            parity.check(result, f"ONNX graph {graph!r}", reference)
+        part[key][mode] = result["identical"]
+        part["parity"].setdefault(mode, {"saved_model": None})[
+            "translator" if key == "identical" else "saved_model"] = result
+        part["max_score_difference"][mode] = max(
+            part["max_score_difference"].get(mode, 0.0),
+            result["max_score_difference"])
+        self.mismatches.extend({"graph": graph, "reference": reference,
+                                **mismatch}
+                               for mismatch in result["mismatches"])
 
 
 def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
@@ -282,7 +273,7 @@ def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
     report = {"sentences": len(texts), "identical": {},
               "saved_model_identical": {mode: None for mode in modes},
               "max_score_difference": {}, "onnxruntime_seconds": {},
-              "tensorflow_seconds": {}}
+              "tensorflow_seconds": {}, "parity": {}}
     for mode in modes:
         name = config["text_graphs"][mode]
         result = answer["results"][mode]
@@ -307,8 +298,8 @@ def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
             if key == "identical":
                 report["tensorflow_seconds"][mode] = (
                     time.perf_counter() - timer)
-            checker.compare(report, key, mode, f"ONNX graph {name!r}",
-                            reference, got, expected, texts, "text")
+            checker.compare(report, key, mode, name, reference, got,
+                            expected, texts)
     return report
 
 
