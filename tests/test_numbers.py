@@ -4,13 +4,13 @@ import unicodedata
 
 import pytest
 
+from keras_transformer.data.corpora import read_tsv
 from keras_transformer.data.numbers import (
     bundled_corpus,
     number_to_words,
     split_numbers,
     write_bundled_tsv,
 )
-from keras_transformer.data.corpora import read_tsv
 
 SMALL = dict(max_number=999, train_size=200, valid_size=30, test_size=40)
 

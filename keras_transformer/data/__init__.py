@@ -11,12 +11,6 @@
   `({"encoder_inputs": (B, S), "decoder_inputs": (B, T)}, labels (B, T))`.
 """
 
-from keras_transformer.data.numbers import (
-    bundled_corpus,
-    number_to_words,
-    split_numbers,
-    write_bundled_tsv,
-)
 from keras_transformer.data.corpora import (
     CorpusStats,
     ParallelCorpus,
@@ -32,6 +26,12 @@ from keras_transformer.data.encoding import (
     encode_pairs,
 )
 from keras_transformer.data.loader import load_corpus
+from keras_transformer.data.numbers import (
+    bundled_corpus,
+    number_to_words,
+    split_numbers,
+    write_bundled_tsv,
+)
 from keras_transformer.data.pipeline import (
     default_bucket_lengths,
     make_dataset,

@@ -13,8 +13,8 @@ its README.md says where they come from, their terms, and how
 import importlib.resources
 import lzma
 
-from keras_transformer.data.numbers import SPLITS
 from keras_transformer.data.corpora import ParallelCorpus, corpus_from_pairs
+from keras_transformer.data.numbers import SPLITS
 
 NAME = "debian-descriptions"
 
