@@ -100,3 +100,12 @@ def check_texts(texts) -> list:
                 "`texts` must contain only str or bytes. "
                 f"Received: texts[{i}]={text!r:.80}")
     return texts
+
+
+def check_fields(what: str, values: dict, fields: Iterable[str]) -> None:
+    """ValueError naming the keys of `values` that are not `fields`."""
+    known = sorted(fields)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown {what} {unknown}; known: {known}. "
+                         f"Received: values={values!r}")

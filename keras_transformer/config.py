@@ -10,6 +10,8 @@ import dataclasses
 import json
 from typing import Any
 
+from keras_transformer.checks import check_fields
+
 ACTIVATIONS = ("relu", "gelu")
 # What a run is for: it picks the metrics (BLEU/chrF or ROUGE) and the
 # default search settings (`inference.SearchSettings.for_config`).
@@ -189,13 +191,8 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TransformerConfig":
         """Builds a config from `to_dict()` output; unknown keys are errors."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown config fields {unknown}; known fields: "
-                f"{sorted(known)}. Received: values={values!r}"
-            )
+        check_fields("config fields", values,
+                     (field.name for field in dataclasses.fields(cls)))
         return cls(**values)
 
     def to_json(self) -> str:

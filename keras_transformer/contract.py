@@ -44,7 +44,12 @@ import json
 import os
 from typing import Any
 
-from keras_transformer.checks import check_choice, check_float, check_int
+from keras_transformer.checks import (
+    check_choice,
+    check_fields,
+    check_float,
+    check_int,
+)
 from keras_transformer.config import TASKS
 from keras_transformer.text import special_tokens
 
@@ -202,12 +207,8 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SearchSettings":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown search settings {unknown}; known: {sorted(known)}. "
-                f"Received: values={values!r}")
+        check_fields("search settings", values,
+                     (field.name for field in dataclasses.fields(cls)))
         return cls(**values)
 
 

@@ -207,14 +207,9 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
         if saved is not None:
             references["saved_model_identical"] = (
                 f"the SavedModel's {function}", getattr(saved, function))
-        for key, (reference, search) in references.items():
-            timer = time.perf_counter()
-            expected = _run_batches(search, ids, batch_size)
-            if key == "identical":
-                report["tensorflow_seconds"][mode] = (
-                    time.perf_counter() - timer)
-            checker.compare(report, key, mode, name, reference, got,
-                            expected, texts)
+        _compare_references(
+            report, checker, mode, name, references, got, texts,
+            lambda search: _run_batches(search, ids, batch_size))
     if config.get("text_graphs"):
         text_texts = texts if texts is not None else (
             default_texts(translator) + bad_input_texts(translator))
@@ -263,6 +258,19 @@ class _Checker:
                                for mismatch in result["mismatches"])
 
 
+def _compare_references(report, checker, mode, name, references, got,
+                        texts, run):
+    """Runs each TensorFlow reference (`run(function)`) and compares the
+    graph's outputs `got` with it; times the Translator's run."""
+    for key, (reference, function) in references.items():
+        timer = time.perf_counter()
+        expected = run(function)
+        if key == "identical":
+            report["tensorflow_seconds"][mode] = time.perf_counter() - timer
+        checker.compare(report, key, mode, name, reference, got, expected,
+                        texts)
+
+
 def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
                  checker):
     """Checks the text graphs (in a subprocess) against TensorFlow."""
@@ -292,14 +300,10 @@ def _verify_text(onnx_dir, config, translator, texts, saved, batch_size,
             references["saved_model_identical"] = (
                 f"the SavedModel's {signature}",
                 lambda text, s=saved.signatures[signature]: s(text=text))
-        for key, (reference, translate) in references.items():
-            timer = time.perf_counter()
-            expected = _translate_batches(translate, strings, batch_size)
-            if key == "identical":
-                report["tensorflow_seconds"][mode] = (
-                    time.perf_counter() - timer)
-            checker.compare(report, key, mode, name, reference, got,
-                            expected, texts)
+        _compare_references(
+            report, checker, mode, name, references, got, texts,
+            lambda translate: _translate_batches(translate, strings,
+                                                 batch_size))
     return report
 
 

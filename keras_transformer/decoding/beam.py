@@ -96,15 +96,12 @@ def beam_search(
         Wu et al., 2016, "Google's Neural Machine Translation System",
         Section 7.
     """
-    checks.check_step_fn(step_fn)
-    initial_ids = checks.check_initial_ids(initial_ids)
-    max_length = checks.check_max_length(max_length)
+    (initial_ids, initial_cache, max_length, end_id, pad_id, min_length,
+     no_repeat) = checks.check_search(
+        step_fn, initial_ids, initial_cache, max_length, end_id, pad_id,
+        min_length, no_repeat_ngram_size)
     beam_size = check_int("beam_size", beam_size, 1)
     alpha = checks.check_length_penalty(length_penalty)
-    end_id, pad_id = checks.check_token_ids(end_id, pad_id)
-    min_length, no_repeat = checks.check_constraints(min_length,
-                                                      no_repeat_ngram_size)
-    initial_cache = checks.check_cache(initial_cache, initial_ids)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
     k = beam_size

@@ -120,40 +120,29 @@ def check_constraints(min_length: Any, no_repeat_ngram_size: Any
             check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0))
 
 
+def _integer_vector(name: str, value: Any) -> Any:
+    """Returns `value` as a tensor; TypeError/ValueError unless it is an
+    integer tensor of shape [B]."""
+    ops = _ops.backend_ops()
+    value = ops.convert(value)
+    if not _is_integer(value):
+        raise TypeError(f"`{name}` must have an integer dtype. "
+                        f"Received: {name}.dtype={_dtype(value)}")
+    if _rank(ops.static_shape(value)) not in (None, 1):
+        raise ValueError(f"`{name}` must have shape [batch]. "
+                         f"Received: {name}.shape={value.shape}")
+    return value
+
+
 def check_source_lengths(source_lengths: Any) -> Any:
     """Returns `source_lengths` as an integer tensor of shape [B]."""
-    ops = _ops.backend_ops()
-    source_lengths = ops.convert(source_lengths)
-    if not _is_integer(source_lengths):
-        raise TypeError(
-            "`source_lengths` must have an integer dtype. "
-            f"Received: source_lengths.dtype={_dtype(source_lengths)}"
-        )
-    shape = ops.static_shape(source_lengths)
-    if _rank(shape) not in (None, 1):
-        raise ValueError(
-            "`source_lengths` must have shape [batch]. "
-            f"Received: source_lengths.shape={source_lengths.shape}"
-        )
-    return source_lengths
+    return _integer_vector("source_lengths", source_lengths)
 
 
 def check_initial_ids(initial_ids: Any) -> Any:
     """Returns `initial_ids` as an int32 tensor of shape [B]."""
-    ops = _ops.backend_ops()
-    initial_ids = ops.convert(initial_ids)
-    if not _is_integer(initial_ids):
-        raise TypeError(
-            "`initial_ids` must have an integer dtype. "
-            f"Received: initial_ids.dtype={_dtype(initial_ids)}"
-        )
-    shape = ops.static_shape(initial_ids)
-    if _rank(shape) not in (None, 1):
-        raise ValueError(
-            "`initial_ids` must have shape [batch]. "
-            f"Received: initial_ids.shape={initial_ids.shape}"
-        )
-    return ops.cast(initial_ids, "int32")
+    return _ops.backend_ops().cast(
+        _integer_vector("initial_ids", initial_ids), "int32")
 
 
 def check_cache(initial_cache: Any, initial_ids: Any) -> Any:
@@ -268,3 +257,22 @@ def write_column(buffer: Any, values: Any, index: Any) -> Any:
     length = ops.dim(buffer, -1)
     column = ops.equal(ops.range(length), index)  # [L]
     return ops.where(column, values[..., None], buffer)
+
+
+def check_search(step_fn: Any, initial_ids: Any, initial_cache: Any,
+                 max_length: Any, end_id: Any, pad_id: Any, min_length: Any,
+                 no_repeat_ngram_size: Any) -> tuple:
+    """The checks every search runs on the arguments they share.
+
+    Returns `(initial_ids int32 [B], initial_cache, max_length, end_id,
+    pad_id, min_length, no_repeat_ngram_size)`, checked and converted.
+    """
+    check_step_fn(step_fn)
+    initial_ids = check_initial_ids(initial_ids)
+    max_length = check_max_length(max_length)
+    end_id, pad_id = check_token_ids(end_id, pad_id)
+    min_length, no_repeat = check_constraints(min_length,
+                                              no_repeat_ngram_size)
+    initial_cache = check_cache(initial_cache, initial_ids)
+    return (initial_ids, initial_cache, max_length, end_id, pad_id,
+            min_length, no_repeat)

@@ -68,13 +68,10 @@ def greedy_search(
     References:
         Vaswani et al., 2017, "Attention Is All You Need", Section 3.
     """
-    checks.check_step_fn(step_fn)
-    initial_ids = checks.check_initial_ids(initial_ids)
-    max_length = checks.check_max_length(max_length)
-    end_id, pad_id = checks.check_token_ids(end_id, pad_id)
-    min_length, no_repeat = checks.check_constraints(min_length,
-                                                      no_repeat_ngram_size)
-    initial_cache = checks.check_cache(initial_cache, initial_ids)
+    (initial_ids, initial_cache, max_length, end_id, pad_id, min_length,
+     no_repeat) = checks.check_search(
+        step_fn, initial_ids, initial_cache, max_length, end_id, pad_id,
+        min_length, no_repeat_ngram_size)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
 
