@@ -1,21 +1,22 @@
 """Argument checks shared by the whole package; each error names the argument.
 
-Pure Python (no TensorFlow): the CLI, the configs and the runtimes that run
-without TensorFlow use them too. Every message reads
+Pure Python (no TensorFlow; not even NumPy is imported, so `--help` stays
+instant): the CLI, the configs and the runtimes that run without
+TensorFlow use them too. Every message reads
 "`name` must be ... Received: name=value".
 """
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-import numpy as np
 
 
 def is_int(value: Any) -> bool:
     """True for Python and NumPy integers, False for bools."""
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_))
+    # NumPy's integer types register as numbers.Integral; its bool does not.
+    return isinstance(value, numbers.Integral) and not isinstance(value,
+                                                                  bool)
 
 
 def check_int(name: str, value: Any, minimum: int | None = None,
@@ -47,8 +48,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 def check_float(name: str, value: Any, minimum: float | None = None) -> float:
     """Returns a finite number >= `minimum` as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`{name}` must be a float. Received: {name}={value!r}")
     value = float(value)
@@ -88,12 +88,13 @@ def check_divisible(d_model: int, num_heads: int) -> None:
 
 def check_texts(texts) -> list:
     """A list of str/bytes; TypeError for anything else."""
-    if isinstance(texts, (str, bytes)) or not isinstance(
-            texts, (Sequence, np.ndarray)):
+    array = hasattr(texts, "tolist") and hasattr(texts, "ndim")  # NumPy
+    if isinstance(texts, (str, bytes)) or not (isinstance(texts, Sequence)
+                                               or array):
         raise TypeError(
             "`texts` must be a sequence of str or bytes. "
             f"Received: texts={texts!r:.80}")
-    texts = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
+    texts = list(texts.tolist() if array else texts)
     for i, text in enumerate(texts):
         if not isinstance(text, (str, bytes)):
             raise TypeError(
