@@ -79,6 +79,15 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
+# The Keras dtype policies `train()` can train under (`--precision`).
+TRAINING_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def check_training_precision(precision: Any) -> str:
+    """A training precision: one of `TRAINING_PRECISIONS`."""
+    return check_choice("precision", precision, TRAINING_PRECISIONS)
+
+
 def check_divisible(d_model: int, num_heads: int) -> None:
     if d_model % num_heads:
         raise ValueError(

@@ -2,6 +2,7 @@
 
     keras-transformer quickstart [--run DIR]
     keras-transformer train --data SPEC --run DIR [--preset small ...]
+        [--precision float32|mixed_bfloat16|mixed_float16]
     keras-transformer translate --run DIR [TEXT ...] [--file F] [--beam N]
     keras-transformer summarize --run DIR [TEXT ...] [--file F] [--beam N]
     keras-transformer evaluate --run DIR --data SPEC
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         An `argparse.ArgumentParser` with one subparser per command.
     """
+    from keras_transformer.checks import TRAINING_PRECISIONS  # Pure Python.
     from keras_transformer.config import PRESETS, TASKS  # Pure Python.
 
     parser = argparse.ArgumentParser(
@@ -175,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tf.distribute strategy: one device, every "
                             "local GPU, or the workers of TF_CONFIG "
                             "(default: %(default)s)")
+    train.add_argument("--precision", choices=TRAINING_PRECISIONS,
+                       default="float32",
+                       help="Keras dtype policy to train in: mixed_bfloat16 "
+                            "trains about 1.65x faster on CPUs with AMX or "
+                            "AVX512-BF16, mixed_float16 is for GPUs (with "
+                            "loss scaling); model.keras is float32 either "
+                            "way; resuming a run takes the precision it "
+                            "was started with (default: %(default)s)")
     train.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                        default=None,
                        help="Keras backend to train on (sets KERAS_BACKEND; "
@@ -299,9 +309,10 @@ def _cmd_train(args):
         average_last=args.average_last or None,
         strategy=get_strategy(args.strategy),
         source_field=args.source_field, target_field=args.target_field,
-        **_task(args), **_overrides(args.set))
+        precision=args.precision, **_task(args), **_overrides(args.set))
     print(f"data: {result.data['read']}; {result.data['length']}")
-    print(f"trained run written to {result.run_dir}")
+    print(f"trained run written to {result.run_dir} (precision "
+          f"{result.precision})")
 
 
 def _task(args):

@@ -8,6 +8,7 @@ A run directory holds everything needed to use a model again:
     model.keras          the final (checkpoint-averaged) model
     checkpoints/         epoch checkpoints, the BackupAndRestore state
                          (checkpoints/backup/) and checkpoints/state.json
+                         (the training precision; whether `fit` finished)
     logs/                TensorBoard
     history.json         per-epoch metrics
     metrics.json         data statistics and evaluations
@@ -16,7 +17,8 @@ A run directory holds everything needed to use a model again:
 Every file name is defined in `keras_transformer.contract` and used here,
 JSON is written atomically (a kill leaves the old file or the new one,
 never half of one), and the config check runs once per training
-(`claim`). Pure Python: no TensorFlow import.
+(`claim`); the training precision is checked and recorded likewise
+(`check_precision`, `claim_precision`). Pure Python: no TensorFlow import.
 """
 
 import json
@@ -152,6 +154,39 @@ class RunDirectory:
         if not self.exists(CONFIG):
             self.write_json(CONFIG, config.to_dict())
         self._claimed = config
+
+    # -- the training precision ------------------------------------------
+
+    def read_precision(self) -> str | None:
+        """The precision the run trains in (state.json); None if unknown."""
+        state = self.read_json(STATE, default={})
+        return state.get("precision") if isinstance(state, dict) else None
+
+    def check_precision(self, precision: str) -> None:
+        """Raises `ValueError` if the run records another precision.
+
+        A run that records none (not started, or older than the record)
+        passes. The error names `precision` with its saved and given
+        values.
+        """
+        saved = self.read_precision()
+        if saved is not None and saved != precision:
+            raise ValueError(
+                f"`precision` differs from the run's: saved {saved!r}, "
+                f"given {precision!r}. Use a new `run_dir`, or "
+                f"precision={saved!r} to resume. "
+                f"Received: run_dir={self.root!r}, precision={precision!r}")
+
+    def claim_precision(self, precision: str) -> None:
+        """Checks `precision` against the saved one, then records it.
+
+        A finished run that records none (older than the record) is left
+        as it is: its precision is unknown.
+        """
+        self.check_precision(precision)
+        state = self.read_json(STATE, default={})
+        if "precision" not in state and not state.get("finished"):
+            self.write_json(STATE, dict(state, precision=precision))
 
     # -- metrics and samples -----------------------------------------------
 

@@ -14,6 +14,7 @@ import time
 import keras
 
 from keras_transformer import run_directory as files
+from keras_transformer.checks import check_training_precision
 from keras_transformer.config import TransformerConfig
 from keras_transformer.contract import SearchSettings
 from keras_transformer.data import encode_pairs, load_corpus, make_dataset
@@ -27,6 +28,7 @@ from keras_transformer.text.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
 )
 from keras_transformer.training import train
+from keras_transformer.training.precision import float32_model
 from keras_transformer.translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -34,12 +36,14 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What `train_run` did: the run, its config and data statistics."""
+    """What `train_run` did: the run, its config, data statistics and the
+    precision it trained in."""
 
     run_dir: str
     config: TransformerConfig
     history: dict
     data: dict
+    precision: str = "float32"
 
 
 def _tokenizers(run, corpus, vocab_size, joint_vocabulary, model_type,
@@ -116,6 +120,7 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
               verbose: int | str = "auto",
               source_field: str | None = None,
               target_field: str | None = None,
+              precision: str = "float32",
               **config_overrides) -> TrainResult:
     """Trains a translator from a corpus specification into `run_dir`.
 
@@ -151,6 +156,11 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
         verbose: Keras progress-bar mode.
         source_field, target_field: the JSON fields of a .jsonl corpus
             (or the features of a TFDS dataset).
+        precision: "float32" (default), "mixed_bfloat16" or
+            "mixed_float16": the Keras dtype policy to train in (see
+            `training.train`). Recorded in checkpoints/state.json and
+            history.json; a resumed run must give the same one.
+            model.keras is float32 whatever it is.
         **config_overrides: TransformerConfig fields to override.
 
     Returns:
@@ -159,7 +169,9 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
     if preset is None:
         preset = default_preset(config_overrides.get("task"))
     _check_overrides(preset, config_overrides)  # before any slow work
+    check_training_precision(precision)
     run = RunDirectory(run_dir)
+    run.check_precision(precision)
     fields = {"source_field": source_field, "target_field": target_field}
     corpus = load_corpus(data, split="train", **fields)
     if valid_data is None and (data.startswith("bundled")
@@ -207,8 +219,8 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
     _, history = train(config, train_ds, valid_ds, run, epochs=epochs,
                        steps_per_epoch=steps_per_epoch,
                        average_last=average_last, strategy=strategy,
-                       verbose=verbose)
-    return TrainResult(run_dir, config, history, data_report)
+                       verbose=verbose, precision=precision)
+    return TrainResult(run_dir, config, history, data_report, precision)
 
 
 def search_settings(run_dir: str, **overrides) -> SearchSettings:
@@ -235,7 +247,9 @@ def load_translator(run_dir: str,
     path = run.require(files.MODEL, "a trained run directory (did "
                                     "training finish?)")
     source, target = load_tokenizers(run)
-    model = keras.models.load_model(path, safe_mode=True)
+    # float32 whatever the training precision (train() saves it so; a
+    # model.keras saved under a mixed policy elsewhere is copied).
+    model = float32_model(keras.models.load_model(path, safe_mode=True))
     return Translator(model, source, target, settings=settings,
                       jit_compile=jit_compile)
 

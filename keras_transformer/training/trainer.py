@@ -9,10 +9,13 @@ vocabularies included, belongs to the CLI):
                           files that are averaged at the end
     checkpoints/backup/   `keras.callbacks.BackupAndRestore` state, removed
                           once model.keras is written
-    checkpoints/state.json  {"finished": true, ...} once `fit` has ended
+    checkpoints/state.json  {"precision": ...} from the start, and
+                          {"finished": true, ...} once `fit` has ended
     logs/                 TensorBoard
-    history.json          per-epoch metrics, rewritten after every epoch
-    model.keras           the final model, with averaged weights
+    history.json          per-epoch metrics (and the precision of each
+                          epoch), rewritten after every epoch
+    model.keras           the final model, with averaged weights, float32
+                          whatever the training precision
 
 Resuming. Run the same call again after an interruption (even SIGKILL):
 `BackupAndRestore` restores the weights and the optimizer state (so the
@@ -32,6 +35,13 @@ A different config. If `run_dir/config.json` exists and differs from the
 given config, `train()` raises a `ValueError` naming the differing fields
 (see `RunDirectory.check_config`) before it touches anything: the
 checkpoints of one model cannot resume another.
+
+Precision. `precision` ("float32", "mixed_bfloat16" or "mixed_float16";
+see `training.precision`) is the Keras dtype policy the model is built and
+compiled under; the global policy is restored afterwards. It is recorded
+in checkpoints/state.json before `fit` starts, and a resumed run must ask
+for the same one (else a `ValueError` naming `precision` and both values).
+model.keras holds a float32 copy of the trained variables.
 """
 
 import importlib.util
@@ -55,6 +65,12 @@ from keras_transformer.training.losses import (
     MaskedAccuracy,
     MaskedSparseCategoricalCrossentropy,
 )
+from keras_transformer.training.precision import (
+    check_runnable,
+    dtype_policy,
+    float32_model,
+    model_precision,
+)
 from keras_transformer.training.schedule import make_optimizer
 
 
@@ -64,7 +80,10 @@ def compile_transformer(model: keras.Model,
 
     Adam with `TransformerSchedule` (`make_optimizer(config)`), the masked
     cross-entropy with `config.label_smoothing`, and `MaskedAccuracy`.
-    Call it inside the strategy scope the model was built in.
+    Call it inside the strategy scope the model was built in. Under a
+    "mixed_float16" model Keras wraps the optimizer in a
+    `LossScaleOptimizer` (dynamic loss scaling); the loss is computed from
+    the model's float32 logits in float32 under every policy.
     """
     if not isinstance(config, TransformerConfig):
         raise TypeError(
@@ -95,17 +114,20 @@ def train(
     strategy=None,
     callbacks: list | None = None,
     verbose: int | str = 0,
+    precision: str | None = None,
 ) -> tuple[keras.Model, dict[str, list]]:
     """Trains a Transformer with `model.fit`, resumably, into `run_dir`.
 
     Given a config, builds `build_transformer(config)` and compiles it with
-    `compile_transformer` inside `strategy.scope()`; a given model must be
-    compiled already (in the scope of the strategy it is to use). Then
+    `compile_transformer` inside `strategy.scope()`, under the dtype policy
+    `precision`; a given model must be compiled already (in the scope of
+    the strategy it is to use, under its policy). Then
     fits with ModelCheckpoint, BackupAndRestore, TensorBoard, a
     history.json writer and optional EarlyStopping, averages the last
     `average_last` checkpoints (section 6.1 of the paper) and saves
-    `run_dir/model.keras`. See the module docstring for the files, for
-    resuming, and for what happens when `run_dir` holds another config.
+    `run_dir/model.keras` (float32 whatever the precision). See the module
+    docstring for the files, for resuming, for precision, and for what
+    happens when `run_dir` holds another config or precision.
 
     Args:
         model_or_config: keras.Model (compiled) or TransformerConfig.
@@ -134,11 +156,17 @@ def train(
             strategy write to `run_dir/workers/<task>` instead.
         callbacks: list of extra `keras.callbacks.Callback`, or None.
         verbose: the `verbose` of `model.fit`. Defaults to 0 (silent).
+        precision: "float32", "mixed_bfloat16" or "mixed_float16", the
+            Keras dtype policy to train in, or None: "float32" for a
+            config, the given model's own policy for a model (an explicit
+            one must match it). A resumed run must ask for the precision
+            it was started with.
 
     Returns:
-        `(model, history)`: the trained model with its final (averaged)
-        weights, and the per-epoch metrics of the whole run, as saved in
-        history.json (a dict of lists, one entry per epoch).
+        `(model, history)`: the trained model (in its training precision)
+        with its final (averaged) weights, and the per-epoch metrics of
+        the whole run, as saved in history.json (a dict of lists, one
+        entry per epoch; "precision" holds each epoch's precision).
 
     Example:
     >>> config = TransformerConfig.from_preset("tiny")
@@ -153,8 +181,11 @@ def train(
             "`train()` writes TensorBoard logs and needs the `tensorboard` "
             "package: pip install tensorboard")
     run = RunDirectory(run_dir)
-    model, strategy = _prepare_model(model_or_config, run, strategy)
+    model, strategy, precision = _prepare_model(model_or_config, run,
+                                                strategy, precision)
     out = RunDirectory(worker_run_dir(run.root, strategy))
+    if out.root == run.root:
+        run.claim_precision(precision)
     checkpoint_dir = out.path(files.CHECKPOINTS)
     os.makedirs(checkpoint_dir, exist_ok=True)
     history_path = out.path(files.HISTORY)
@@ -179,7 +210,7 @@ def train(
             keras.callbacks.ModelCheckpoint(
                 os.path.join(checkpoint_dir, checkpoint_name),
                 save_weights_only=True, save_freq=checkpoint_every),
-            _HistoryWriter(history_path),
+            _HistoryWriter(history_path, precision),
             keras.callbacks.TensorBoard(
                 out.path(files.LOGS), write_graph=False,
                 profile_batch=0),
@@ -199,6 +230,7 @@ def train(
                 "loss", [])),
             "stopped_early": bool(early_stopping
                                   and early_stopping.stopped_epoch > 0),
+            "precision": precision,
         }
         out.write_json(files.STATE, state)
     elif average_last is None:
@@ -208,22 +240,24 @@ def train(
     if average_last is not None:
         averaging.average_last_checkpoints(model, checkpoint_dir,
                                            average_last)
-    out.save_model(model)
+    out.save_model(float32_model(model))
     shutil.rmtree(backup_dir, ignore_errors=True)
     return model, _read_history(history_path)
 
 
-def _prepare_model(model_or_config, run, strategy):
-    """Returns the compiled model and its strategy."""
+def _prepare_model(model_or_config, run, strategy, precision):
+    """Returns the compiled model, its strategy and its precision."""
     if isinstance(model_or_config, TransformerConfig):
+        precision = check_runnable(precision or "float32")
         run.check_config(model_or_config)
+        run.check_precision(precision)
         strategy = strategy or get_strategy("default")
-        with strategy.scope():
+        with strategy.scope(), dtype_policy(precision):
             model = build_transformer(model_or_config)
             compile_transformer(model, model_or_config)
         if worker_run_dir(run.root, strategy) == run.root:
             run.claim(model_or_config)
-        return model, strategy
+        return model, strategy, precision
     if not isinstance(model_or_config, keras.Model):
         raise TypeError(
             "`model_or_config` must be a keras.Model or a "
@@ -233,7 +267,15 @@ def _prepare_model(model_or_config, run, strategy):
             "`model_or_config` is a model that is not compiled; compile it "
             "(e.g. `compile_transformer(model, config)`) or pass the "
             f"TransformerConfig. Received: model_or_config={model_or_config}")
-    return model_or_config, strategy or model_or_config.distribute_strategy
+    built = model_precision(model_or_config)
+    if precision is not None and check_runnable(precision) != built:
+        raise ValueError(
+            f"`precision` differs from the given model's dtype policy "
+            f"{built!r}; build the model under the policy to train in, or "
+            f"pass the config. Received: precision={precision!r}")
+    run.check_precision(built)
+    return (model_or_config,
+            strategy or model_or_config.distribute_strategy, built)
 
 
 def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
@@ -282,12 +324,14 @@ class _HistoryWriter(keras.callbacks.Callback):
     """Rewrites history.json after every epoch, keeping earlier epochs.
 
     Also adds the learning rate reached at the end of the epoch to the logs
-    (so TensorBoard and history.json show it).
+    (so TensorBoard and history.json show it), and the training precision
+    to history.json's row (not to the logs: TensorBoard takes numbers).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, precision):
         super().__init__()
         self.path = path
+        self.precision = precision
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -298,6 +342,7 @@ class _HistoryWriter(keras.callbacks.Callback):
         # Entries from `epoch` on belong to an interrupted earlier attempt.
         rows = _history_rows(_read_history(self.path))[:epoch]
         rows.append({key: float(value) for key, value in logs.items()})
+        rows[-1]["precision"] = self.precision
         keys = sorted({key for row in rows for key in row})
         files.write_json(self.path, {key: [row.get(key) for row in rows]
                                      for key in keys})
