@@ -63,6 +63,7 @@ _LAZY_NAMES = {
     "Encoder": ".layers",
     "EncoderLayer": ".layers",
     "MultiHeadAttention": ".layers",
+    "PointerGenerator": ".layers",
     "PositionwiseFeedForward": ".layers",
     "ResidualNorm": ".layers",
     "SinusoidalPositionalEncoding": ".layers",

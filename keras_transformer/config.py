@@ -59,6 +59,14 @@ class TransformerConfig:
         activation: str, "relu" (the paper) or "gelu" in the feed-forward
             network.
         layer_norm_epsilon: float, epsilon of every LayerNorm.
+        copy_attention: bool, a pointer-generator output (See et al., 2017,
+            section 2.2; `layers.PointerGenerator`): each target token is
+            generated from the vocabulary or copied from the source through
+            the last decoder layer's cross-attention, and the model outputs
+            log P of that mixture instead of logits. Copying needs one
+            joint vocabulary (every source id is a target id):
+            `share_embeddings=True` and equal vocabulary sizes. Not in the
+            paper, which only generates; defaults to False.
     """
 
     source_vocab_size: int = 37000
@@ -80,6 +88,7 @@ class TransformerConfig:
     max_source_length: int | None = None
     max_target_length: int | None = None
     task: str = "translation"
+    copy_attention: bool = False
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -153,6 +162,19 @@ class TransformerConfig:
                 "`layer_norm_epsilon` must be positive. "
                 f"Received: layer_norm_epsilon={self.layer_norm_epsilon}"
             )
+        if self.copy_attention and not (
+            self.share_embeddings
+            and self.source_vocab_size == self.target_vocab_size
+        ):
+            raise ValueError(
+                "`copy_attention=True` needs one joint vocabulary, in which "
+                "every source token id is a target token id: "
+                "`share_embeddings=True` and `source_vocab_size` equal to "
+                "`target_vocab_size`. Received: copy_attention=True, "
+                f"share_embeddings={self.share_embeddings}, "
+                f"source_vocab_size={self.source_vocab_size}, "
+                f"target_vocab_size={self.target_vocab_size}"
+            )
         if self.share_embeddings and (
             self.source_vocab_size != self.target_vocab_size
         ):
@@ -205,7 +227,7 @@ class TransformerConfig:
 
 # "base" and "big" are the rows of the paper's Table 3; "tiny" and "small"
 # train in seconds to minutes on a laptop CPU; "summarization" is "small"
-# with long sources.
+# with long sources and copy attention.
 PRESETS: dict[str, TransformerConfig] = {
     "tiny": TransformerConfig(
         source_vocab_size=8000, target_vocab_size=8000, num_layers=2,
@@ -218,12 +240,14 @@ PRESETS: dict[str, TransformerConfig] = {
         max_length=256, share_embeddings=False,
     ),
     # "small" for documents: sources up to 1,024 tokens, summaries up to
-    # 128, one shared vocabulary (source and target are one language).
+    # 128, one shared vocabulary (source and target are one language),
+    # which lets a summary copy the document's rare words and names (See
+    # et al., 2017).
     "summarization": TransformerConfig(
         source_vocab_size=8000, target_vocab_size=8000, num_layers=3,
         d_model=256, num_heads=4, d_ff=1024, warmup_steps=1000,
         max_length=1024, max_source_length=1024, max_target_length=128,
-        task="summarization",
+        task="summarization", copy_attention=True,
     ),
     "base": TransformerConfig(),
     "big": TransformerConfig(

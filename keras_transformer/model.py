@@ -6,12 +6,14 @@ backbones are) that holds its parts as attributes and keeps its
 `TransformerConfig`, and offers what a decoder loop needs:
 
     memory, memory_mask = model.encode(source_ids)
-    cache, context = model.initial_cache(memory, memory_mask, max_length)
+    cache, context = model.initial_cache(memory, memory_mask, max_length,
+                                         source_ids)
     logits, cache = model.decode_step(ids, index, cache, context)
 
-`context` (cross-attention keys and values, source mask) is constant for a
-source; only `cache` (self-attention keys and values) changes from step to
-step. Nothing looks a layer up by name.
+`context` (cross-attention keys and values, source mask, and with copy
+attention the source ids) is constant for a source; only `cache`
+(self-attention keys and values) changes from step to step. Nothing looks
+a layer up by name.
 """
 
 import keras
@@ -22,6 +24,7 @@ from keras_transformer.config import TransformerConfig
 from keras_transformer.layers import (
     Decoder,
     Encoder,
+    PointerGenerator,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
@@ -33,7 +36,10 @@ class Transformer(keras.Model):
 
     Inputs are int32 token ids with pad id 0: "encoder_inputs" (B, S) and
     "decoder_inputs" (B, T), the targets shifted right behind [START]. The
-    output is float32 logits (B, T, V_target), whatever the dtype policy.
+    output is float32 logits (B, T, V_target), whatever the dtype policy;
+    with `config.copy_attention` it is log P of the pointer-generator
+    (`PointerGenerator`, See et al., 2017), which every consumer of logits
+    (the loss, the accuracy, the searches) takes as they are.
     `get_config()` holds the `TransformerConfig`, so a `.keras` file
     reloads with `keras.models.load_model(path, safe_mode=True)` and no
     custom objects.
@@ -54,6 +60,8 @@ class Transformer(keras.Model):
         encoder: `Encoder`. decoder: `Decoder`.
         output_projection: `keras.layers.Dense`, or None when the
             projection is tied to the target embedding (§3.4).
+        pointer_generator: `PointerGenerator` with
+            `config.copy_attention`, else None.
 
     Example:
     >>> model = Transformer(TransformerConfig.from_preset("tiny"))
@@ -102,6 +110,10 @@ class Transformer(keras.Model):
             self.output_projection = keras.layers.Dense(
                 config.target_vocab_size, dtype=dtype,
                 name="output_projection")
+        self.pointer_generator = None
+        if config.copy_attention:
+            self.pointer_generator = PointerGenerator(
+                dtype=dtype, name="pointer_generator")
         # Logits in float32 under mixed precision keep the softmax and the
         # loss stable.
         self.logits_dtype = keras.layers.Activation(
@@ -120,12 +132,22 @@ class Transformer(keras.Model):
             self.source_embedding(encoder_inputs))
         memory = self.encoder(self.encoder_dropout(hidden),
                               padding_mask=source_mask)  # (B, S, D)
-        hidden = self.positional_encoding(
-            self.target_embedding(decoder_inputs))
-        hidden = self.decoder(self.decoder_dropout(hidden), memory,
-                              padding_mask=target_mask,
-                              memory_mask=source_mask)  # (B, T, D)
-        logits = self.logits_dtype(self.project(hidden))
+        embedded = self.target_embedding(decoder_inputs)  # (B, T, D)
+        hidden = self.decoder_dropout(self.positional_encoding(embedded))
+        if self.pointer_generator is None:
+            hidden = self.decoder(hidden, memory, padding_mask=target_mask,
+                                  memory_mask=source_mask)  # (B, T, D)
+            logits = self.project(hidden)
+        else:
+            # See et al. (2017): copy through the last layer's
+            # cross-attention (B, H, T, S); the output is log P.
+            hidden, weights = self.decoder(
+                hidden, memory, padding_mask=target_mask,
+                memory_mask=source_mask, return_attention_scores=True)
+            logits = self.pointer_generator(self.project(hidden), hidden,
+                                            embedded, weights,
+                                            encoder_inputs)
+        logits = self.logits_dtype(logits)
         super().__init__(
             inputs={"encoder_inputs": encoder_inputs,
                     "decoder_inputs": decoder_inputs},
@@ -193,15 +215,35 @@ class Transformer(keras.Model):
                               training=False)
         return memory, memory_mask
 
-    def initial_cache(self, memory, memory_mask, max_length):
+    def initial_cache(self, memory, memory_mask, max_length,
+                      source_ids=None):
         """The decoder's state for a search over `memory` (B, S, D).
+
+        Args:
+            memory: (B, S, D), from `encode`.
+            memory_mask: bool (B, S), from `encode`.
+            max_length: int or int32 scalar, the positions to cache.
+            source_ids: int (B, S), the ids `encode` read; needed with
+                `config.copy_attention` (the tokens to copy), ignored
+                without it.
 
         Returns:
             `(cache, context)` as in `Decoder.initial_cache`: the
             self-attention cache of `max_length` positions, and the
-            per-source constants (cross-attention keys, values, mask).
+            per-source constants (cross-attention keys, values, mask),
+            with copy attention also "source_ids" int32 (B, S), so that a
+            search's `tile_beams(context, beam_size)` tiles them too.
         """
-        return self.decoder.initial_cache(memory, memory_mask, max_length)
+        cache, context = self.decoder.initial_cache(memory, memory_mask,
+                                                    max_length)
+        if self.pointer_generator is not None:
+            if source_ids is None:
+                raise ValueError(
+                    "`source_ids` is needed by a model with "
+                    "`copy_attention`: the ids `encode` read, the tokens "
+                    "it may copy. Received: source_ids=None")
+            context["source_ids"] = ops.cast(source_ids, "int32")
+        return cache, context
 
     def decode_step(self, ids, index, cache, context):
         """The cached step of `keras_transformer.decoding`'s searches.
@@ -214,14 +256,22 @@ class Transformer(keras.Model):
                 to the beams by the search).
 
         Returns:
-            `(logits float32 (B, V), cache)`.
+            `(logits float32 (B, V), cache)`; with `config.copy_attention`
+            the logits are log P, as the model's output.
         """
-        hidden = self.target_embedding(ops.expand_dims(ids, 1))
-        hidden = self.positional_encoding(hidden, start_index=index)
-        hidden, cache = self.decoder.decode_step(hidden, index, cache,
-                                                 context)
-        logits = self.project(hidden[:, 0])  # (B, D) -> (B, V)
-        return ops.cast(logits, "float32"), cache
+        embedded = self.target_embedding(ops.expand_dims(ids, 1))
+        hidden = self.positional_encoding(embedded, start_index=index)
+        if self.pointer_generator is None:
+            hidden, cache = self.decoder.decode_step(hidden, index, cache,
+                                                     context)
+            logits = self.project(hidden[:, 0])  # (B, D) -> (B, V)
+            return ops.cast(logits, "float32"), cache
+        hidden, cache, weights = self.decoder.decode_step(
+            hidden, index, cache, context, return_attention_scores=True)
+        logits = ops.expand_dims(self.project(hidden[:, 0]), 1)  # (B, 1, V)
+        log_probs = self.pointer_generator(logits, hidden, embedded, weights,
+                                           context["source_ids"])
+        return log_probs[:, 0], cache
 
     def cross_attention_weights(self, encoder_inputs, decoder_inputs):
         """Last decoder layer's cross-attention (B, H, T, S), teacher forced.

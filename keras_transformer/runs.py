@@ -85,6 +85,9 @@ def make_config(preset: str, source_tokenizer, target_tokenizer,
     """The preset with the vocabulary sizes of the tokenizers."""
     base = _check_overrides(preset, overrides)
     share = joint_vocabulary and base.share_embeddings
+    # Copying needs the joint vocabulary: a preset's copy attention is off
+    # with separate vocabularies; asking for it then is an error (config).
+    overrides.setdefault("copy_attention", base.copy_attention and share)
     return dataclasses.replace(
         base, source_vocab_size=source_tokenizer.vocab_size,
         target_vocab_size=target_tokenizer.vocab_size,

@@ -93,8 +93,9 @@ class Translator(tf.Module):
         if max_length is None:
             max_length = self.max_output_length(source_ids)
         memory, memory_mask = self.model.encode(source_ids)
+        # The source ids join the context of a copy-attention model.
         cache, context = self.model.initial_cache(memory, memory_mask,
-                                                  max_length)
+                                                  max_length, source_ids)
         # Constant per source: tiled to the beams once, read by every step.
         context = decoding.tile_beams(context, beam_size)
 

@@ -6,6 +6,7 @@ backend), and calls `parity` in its own TensorFlow process for the
 reference numbers:
 
     KERAS_BACKEND=jax python -m tests.backend_worker parity DIR
+    KERAS_BACKEND=jax python -m tests.backend_worker copy DIR
     KERAS_BACKEND=jax python -m tests.backend_worker train_run DIR CORPUS
 
 `parity` reads DIR/model.keras and DIR/inputs.npz and writes
@@ -13,6 +14,9 @@ DIR/<backend>.npz: the logits, greedy and beam search ids and scores (with
 and without the search rules), the compiled loss and accuracy of a batch,
 the losses of three `fit` steps (SGD) on a `make_dataset` pipeline, and the
 logits of the fitted model, which it saves as DIR/<backend>.keras.
+`copy` reads DIR/copy.keras, a model with copy attention, and DIR/inputs.npz
+and writes DIR/copy_<backend>.npz: its log-probabilities, those of its
+cached step at every position, and its greedy and beam search.
 `train_run` trains a tiny run with `keras-transformer train` into
 DIR/run and writes DIR/run_search.npz: search ids of that model, as a
 `Translator` would compute them, for the export checks.
@@ -39,7 +43,8 @@ def search(model, source_ids, max_length, beam_size, **kwargs):
     from keras_transformer.text.special_tokens import START_ID
 
     memory, memory_mask = model.encode(source_ids)
-    cache, context = model.initial_cache(memory, memory_mask, max_length)
+    cache, context = model.initial_cache(memory, memory_mask, max_length,
+                                         source_ids)
     context = decoding.tile_beams(context, beam_size)
 
     def step_fn(ids, index, cache):
@@ -124,6 +129,32 @@ def parity(directory):
     np.savez(os.path.join(directory, f"{backend}.npz"), **out)
 
 
+def copy(directory):
+    """The forward, cached steps and searches of a copy-attention model."""
+    import keras_transformer.model  # noqa: F401 (registers the classes)
+
+    backend = keras.backend.backend()
+    inputs = dict(np.load(os.path.join(directory, "inputs.npz")))
+    model = keras.models.load_model(os.path.join(directory, "copy.keras"))
+    source, decoder = inputs["source"], inputs["decoder"]
+    out = {"log_probs": _numpy(model({"encoder_inputs": source,
+                                      "decoder_inputs": decoder}))}
+    memory, memory_mask = model.encode(source)
+    cache, context = model.initial_cache(memory, memory_mask,
+                                         decoder.shape[1], source)
+    steps = []
+    for index in range(decoder.shape[1]):
+        log_probs, cache = model.decode_step(
+            keras.ops.convert_to_tensor(decoder[:, index]), index, cache,
+            context)
+        steps.append(_numpy(log_probs))
+    out["steps"] = np.stack(steps, axis=1)
+    for name, beam_size in (("greedy", 1), ("beam", 3)):
+        out[f"{name}_ids"], out[f"{name}_scores"] = search(
+            model, source, 9, beam_size)
+    np.savez(os.path.join(directory, f"copy_{backend}.npz"), **out)
+
+
 def train_run(directory, corpus):
     """`keras-transformer train` on this backend, then its search ids."""
     from keras_transformer.cli import main
@@ -163,5 +194,7 @@ def train_run(directory, corpus):
 if __name__ == "__main__":
     if sys.argv[1] == "parity":
         parity(sys.argv[2])
+    elif sys.argv[1] == "copy":
+        copy(sys.argv[2])
     else:
         train_run(sys.argv[2], sys.argv[3])

@@ -46,3 +46,21 @@ def layer_norm(x, gamma, beta, epsilon):
 
 def feed_forward(x, w1, b1, w2, b2):
     return np.maximum(0.0, x @ w1 + b1) @ w2 + b2
+
+
+def pointer_generator(logits, hidden, embedded, attention, source_ids,
+                      kernel, bias, min_probability):
+    """See et al. (2017), eqs. 8-9: log P (B, T, V), source ids one by one.
+
+    logits (B, T, V), hidden/embedded (B, T, D), attention (B, H, T, S),
+    source_ids (B, S), gate kernel (2D, 1) and bias (1,).
+    """
+    gate = np.concatenate([hidden, embedded], -1) @ kernel + bias
+    p_gen = 1.0 / (1.0 + np.exp(-gate))  # (B, T, 1)
+    weights = attention.mean(axis=1)  # (B, T, S)
+    copy = np.zeros(logits.shape)
+    for b in range(source_ids.shape[0]):
+        for i in range(source_ids.shape[1]):
+            copy[b, :, source_ids[b, i]] += weights[b, :, i]
+    probabilities = p_gen * softmax(logits) + (1.0 - p_gen) * copy
+    return np.log(np.maximum(probabilities, min_probability))

@@ -109,6 +109,36 @@ def test_same_numbers_as_tensorflow(backend, reference):
                                actual["fitted_logits"], atol=TOLERANCE)
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_copy_attention_model(backend, tmp_path):
+    # A copy-attention model (its scatter-add, its step reading the source
+    # ids from the context) gives TensorFlow's numbers on `backend`.
+    _require(backend)
+    from keras_transformer.model import build_transformer
+
+    rng = np.random.default_rng(1)
+    source = rng.integers(4, backend_worker.VOCAB, (3, 7)).astype("int32")
+    source[0, 2] = source[0, 5]  # a repeated token
+    source[1, 5:] = 0
+    decoder = rng.integers(4, backend_worker.VOCAB, (3, 6)).astype("int32")
+    np.savez(tmp_path / "inputs.npz", source=source, decoder=decoder)
+    keras.utils.set_random_seed(0)
+    build_transformer(tiny_config(share_embeddings=True,
+                                  copy_attention=True)).save(
+        tmp_path / "copy.keras")
+    backend_worker.copy(str(tmp_path))
+    _run_worker(backend, "copy", str(tmp_path))
+    expected = dict(np.load(tmp_path / "copy_tensorflow.npz"))
+    actual = dict(np.load(tmp_path / f"copy_{backend}.npz"))
+    np.testing.assert_allclose(expected["steps"], expected["log_probs"],
+                               atol=1e-4)
+    for key in ("log_probs", "steps", "greedy_scores", "beam_scores"):
+        np.testing.assert_allclose(actual[key], expected[key],
+                                   atol=TOLERANCE, err_msg=key)
+    for key in ("greedy_ids", "beam_ids"):
+        np.testing.assert_array_equal(actual[key], expected[key], key)
+
+
 def _trimmed(rows):
     """Each row of ids without its trailing padding, as a list."""
     return [list(np.trim_zeros(np.asarray(row), "b")) for row in rows]

@@ -143,6 +143,12 @@ def build_spec(model, source_vocabulary, target_vocabulary,
     Returns:
         The validated spec (not yet quantized or saved).
     """
+    if model.config.copy_attention:
+        raise ValueError(
+            "CTranslate2 has no copy path: a model with "
+            "`copy_attention=True` would lose it and translate otherwise. "
+            "Export it to ONNX or a SavedModel instead. Received: model "
+            f"{model.name!r} with copy_attention=True")
     ctranslate2 = runtime._ctranslate2()
     specs = ctranslate2.specs
     encoder, decoder = model.encoder, model.decoder

@@ -163,6 +163,11 @@ def _convert(function, outputs_order, opset):
 
 
 def _check_settings(translator):
+    if translator.model.config.copy_attention:
+        raise ValueError(
+            "onnxruntime's BeamSearch graph has no copy path: a model with "
+            "`copy_attention=True` would lose it. Export the token graphs "
+            "(beam.onnx) instead. Received: model with copy_attention=True")
     settings = translator.settings
     if settings.min_length or settings.no_repeat_ngram_size:
         raise ValueError(

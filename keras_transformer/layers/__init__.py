@@ -1,5 +1,8 @@
 """The Transformer's components, one Keras layer per paper section.
 
+`PointerGenerator` is See et al.'s (2017) copy attention, the model's
+output layer with `TransformerConfig.copy_attention`.
+
 The bases the encoder and decoder share, `Block` (one layer) and `Stack`
 (N layers), live in `keras_transformer.layers.stack`.
 """
@@ -12,6 +15,10 @@ from keras_transformer.layers.decoder import Decoder, DecoderLayer
 from keras_transformer.layers.embedding import TokenEmbedding
 from keras_transformer.layers.encoder import Encoder, EncoderLayer
 from keras_transformer.layers.feed_forward import PositionwiseFeedForward
+from keras_transformer.layers.pointer_generator import (
+    PointerGenerator,
+    copy_distribution,
+)
 from keras_transformer.layers.positional import SinusoidalPositionalEncoding
 from keras_transformer.layers.residual import ResidualNorm
 
@@ -21,9 +28,11 @@ __all__ = [
     "Encoder",
     "EncoderLayer",
     "MultiHeadAttention",
+    "PointerGenerator",
     "PositionwiseFeedForward",
     "ResidualNorm",
     "SinusoidalPositionalEncoding",
     "TokenEmbedding",
+    "copy_distribution",
     "scaled_dot_product_attention",
 ]

@@ -171,12 +171,15 @@ class DecoderLayer(Block):
         step["memory_bias"] = attention_bias(context["mask"])
         return step
 
-    def decode_step(self, inputs, index, cache, context, step=None):
+    def decode_step(self, inputs, index, cache, context, step=None,
+                    return_attention_scores=False):
         """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
 
         `cache` and `context` are as made by `initial_cache`; the returned
         cache holds this position's keys and values. `step`: optional
         `step_inputs(cache, context, index)`, computed here when None.
+        With `return_attention_scores`, returns `(outputs, cache,
+        cross_attention_weights (B, H, 1, S))` (for copy attention).
         """
         if step is None:
             step = self.step_inputs(cache, context, index)
@@ -184,14 +187,22 @@ class DecoderLayer(Block):
         hidden, cache = self.self_attention.decode_step(hidden, index, cache,
                                                         step)
         inputs = self.self_attention_residual(inputs, hidden)
-        inputs, _ = self._cross_attention_block(
+        inputs, weights = self._cross_attention_block(
             inputs, context["key"], context["value"], step["memory_bias"])
         # Position-wise, so on (B, D) rows: each Dense is then one matmul
         # (on (B, 1, D) TensorFlow's Dense goes through tensordot, whose
         # shape arithmetic is a dozen more nodes per step in ONNX).
         width = inputs.shape[-1]
         rows = self._feed_forward_block(ops.reshape(inputs, (-1, width)))
-        return ops.reshape(rows, (-1, 1, width)), cache
+        outputs = ops.reshape(rows, (-1, 1, width))
+        if return_attention_scores:
+            return outputs, cache, weights
+        return outputs, cache
+
+    def compute_output_spec(self, inputs, memory, padding_mask=None,
+                            memory_mask=None, return_attention_scores=False,
+                            training=None):
+        return _output_spec(self, inputs, memory, return_attention_scores)
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -253,8 +264,14 @@ class Decoder(Stack):
                 memory, memory_mask, max_length)
         return cache, context
 
-    def decode_step(self, inputs, index, cache, context):
+    def decode_step(self, inputs, index, cache, context,
+                    return_attention_scores=False):
         """Decodes position `index`: (B, 1, D) -> `(outputs (B, 1, D), cache)`.
+
+        With `return_attention_scores`, returns `(outputs, cache,
+        cross_attention_weights (B, H, 1, S))`, the last layer's weights
+        (for copy attention). Keys of `context` other than the layers'
+        ("layer_0", ...) are not read here.
         """
         outputs, new_cache = inputs, {}
         # The write coordinates and both biases, once for every layer.
@@ -262,6 +279,27 @@ class Decoder(Stack):
                                           context["layer_0"], index)
         for position, layer in enumerate(self.blocks):
             name = f"layer_{position}"
-            outputs, new_cache[name] = layer.decode_step(
-                outputs, index, cache[name], context[name], step)
-        return self.finish(outputs), new_cache
+            outputs, new_cache[name], weights = layer.decode_step(
+                outputs, index, cache[name], context[name], step,
+                return_attention_scores=True)
+        outputs = self.finish(outputs)
+        if return_attention_scores:
+            return outputs, new_cache, weights
+        return outputs, new_cache
+
+    def compute_output_spec(self, inputs, memory, padding_mask=None,
+                            memory_mask=None, return_attention_scores=False,
+                            training=None):
+        return _output_spec(self, inputs, memory, return_attention_scores)
+
+
+def _output_spec(layer, inputs, memory, return_attention_scores):
+    """Symbolic outputs of `call`, with the weights (B, H, T, S) if asked."""
+    outputs = keras.KerasTensor(inputs.shape, dtype=layer.compute_dtype)
+    if not return_attention_scores:
+        return outputs
+    # The weights are cast to the values' (compute) dtype by the attention.
+    weights = keras.KerasTensor(
+        (inputs.shape[0], layer.num_heads, inputs.shape[1], memory.shape[1]),
+        dtype=layer.compute_dtype)
+    return outputs, weights
