@@ -175,7 +175,7 @@ def test_search_settings_for_each_task():
     config = TransformerConfig.from_preset("summarization")
     summary = SearchSettings.for_config(config, beam_size=2)
     assert (summary.max_output_tokens, summary.no_repeat_ngram_size,
-            summary.beam_size) == (128, 3, 2)
+            summary.beam_size, summary.length_penalty) == (128, 3, 2, 1.5)
     assert summary.output_limit(64) == 64
     assert SearchSettings.from_dict(summary.to_dict()) == summary
     with pytest.raises(ValueError, match="`min_length`"):

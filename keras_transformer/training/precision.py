@@ -87,6 +87,15 @@ def check_runnable(precision: str) -> str:
     return precision
 
 
+def native_bfloat16() -> bool:
+    """Whether bfloat16 is computed natively here: on a GPU, or on a CPU
+    with AVX512-BF16 or AMX (`BFLOAT16_CPU_FLAGS`)."""
+    if _has_gpu():
+        return True
+    flags = cpu_flags()
+    return bool(flags and set(BFLOAT16_CPU_FLAGS) & flags)
+
+
 def cpu_flags() -> set[str] | None:
     """The CPU's flags from /proc/cpuinfo; None where it cannot be read."""
     try:
