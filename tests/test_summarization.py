@@ -6,7 +6,7 @@ preset has it), trained from the command line on a JSONL file of Debian
 package descriptions (`bundled:debian`), serves the module (its tests are
 marked slow; the others train nothing). Its exports (SavedModel, ONNX
 token and text graphs, int8) carry the copy path; CTranslate2 has none, so
-the rules are checked there on the session's translation run.
+the rules are checked there on the pytest run's translation run.
 """
 
 import dataclasses

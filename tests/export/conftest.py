@@ -1,4 +1,4 @@
-"""Exports of the session's trained run, written once per pytest run.
+"""Exports of the pytest run's trained run, written once per pytest run.
 
 The run is `tests/conftest.py`'s `trained_run` (its `translator`); every
 export test that needs a trained model's export uses these fixtures, so

@@ -1,8 +1,8 @@
 """Runs text ONNX models with onnxruntime-extensions, outside pytest.
 
 onnxruntime-extensions has crashed a process that had imported TensorFlow,
-so `tests/export/test_onnx_text_graph.py` runs every session here, in a
-subprocess:
+so `tests/export/test_onnx_text_graph.py` runs every onnxruntime session
+here, in a subprocess:
 
     python onnx_text_worker.py JOB.json RESULT.json
 

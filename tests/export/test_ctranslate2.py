@@ -107,7 +107,7 @@ def _config(tokenizers, **overrides):
 @pytest.fixture
 def exported(ctranslate2_export):
     """The float32 export of the trained run, verified: written once per
-    session (`tests/export/conftest.py`)."""
+    pytest run (`tests/export/conftest.py`)."""
     return ctranslate2_export
 
 

@@ -2,7 +2,7 @@
 
 Its ranking at the translator's length penalty is compared on a model
 that has learned its task (`reverse_digits`, `tests/export/conftest.py`):
-the session's run, trained in seconds, is unsure enough that the two
+the pytest run's shared model, trained in seconds, is unsure enough that the two
 length penalties often pick different hypotheses.
 """
 

@@ -1,7 +1,7 @@
 """`export.onnx.convert`: one search as one ONNX graph.
 
 The token graphs of the trained run's export (`onnx_export`, written once
-per session in `tests/export/conftest.py`) are checked as files and run
+per pytest run in `tests/export/conftest.py`) are checked as files and run
 without our Python helpers.
 """
 

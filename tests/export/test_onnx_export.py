@@ -1,6 +1,6 @@
 """`export.onnx.export`: the export directory, its report and its config.
 
-The trained run's export (`onnx_export`, written once per session in
+The trained run's export (`onnx_export`, written once per pytest run in
 `tests/export/conftest.py`, verified on the run's held-out sentences plus
 the bad-input cases) is checked file by file; the argument checks run on
 a stand-in translator (fast).

@@ -1,7 +1,7 @@
 """Tests for the int8 ONNX export: export/onnx/quantize.py and its checks.
 
 The rewrites are checked on small hand-made graphs (fast, no TensorFlow
-model); the whole export on the session's tiny trained run
+model); the whole export on the pytest run's tiny trained run
 (`conftest.trained_run`), verified on its held-out sentences. Text graphs
 run only in subprocesses (onnxruntime-extensions crashes a process that
 has imported TensorFlow).

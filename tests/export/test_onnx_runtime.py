@@ -1,6 +1,6 @@
 """`export.onnx.runtime`: `OnnxTranslator`, its sessions and input rules.
 
-The trained run's export (`onnx_export`, written once per session in
+The trained run's export (`onnx_export`, written once per pytest run in
 `tests/export/conftest.py`) is run here and, for the text graphs, in
 subprocesses where TensorFlow cannot be imported: onnxruntime-extensions
 crashes a process that has imported TensorFlow (this one has).

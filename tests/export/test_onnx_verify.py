@@ -1,6 +1,6 @@
 """`export.onnx.verify`: the bad-input cases, and verification that fails
 on a tampered export, on the trained run's export (`onnx_export`, written
-once per session in `tests/export/conftest.py`)."""
+once per pytest run in `tests/export/conftest.py`)."""
 
 import json
 import shutil

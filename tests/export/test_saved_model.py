@@ -1,5 +1,5 @@
 """`export.saved_model`: fresh-process parity, signatures, bad input, on
-the trained run's SavedModel (written once per session in
+the trained run's SavedModel (written once per pytest run in
 `tests/export/conftest.py`)."""
 
 import os
