@@ -21,7 +21,7 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_transformer.contract import SCORE_TOLERANCE
+from keras_transformer.contract import SAVED_MODEL_SCORE_TOLERANCE
 from keras_transformer.export import parity
 
 SIGNATURES = ("serving_default", "translate_greedy", "translate_tokens")
@@ -84,7 +84,8 @@ def _expected(translator, texts, source_ids):
 
 
 def verify_saved_model(export_dir: str, translator, texts: list[str],
-                       score_tolerance: float = SCORE_TOLERANCE) -> dict:
+                       score_tolerance: float = SAVED_MODEL_SCORE_TOLERANCE
+                       ) -> dict:
     """Loads the SavedModel in a fresh process and compares with `translator`.
 
     The subprocess imports only `tensorflow` and `tensorflow_text`. Every

@@ -92,6 +92,9 @@ CTRANSLATE2_FORMAT = "keras-transformer-ctranslate2"
 # The largest score difference between two runtimes on the same ids
 # (float32; the searches sum up to a few hundred log-probabilities).
 SCORE_TOLERANCE = 1e-3
+# A SavedModel runs the Translator's own TensorFlow graph in another
+# process: only float32 round-off may differ.
+SAVED_MODEL_SCORE_TOLERANCE = 1e-4
 # The largest teacher-forced log-probability difference of a converted
 # model (CTranslate2) from the Keras model.
 LOG_PROB_TOLERANCE = 1e-3

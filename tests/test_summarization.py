@@ -147,6 +147,18 @@ def test_rules_hold_and_every_runtime_agrees(summarization_run, tmp_path):
               encoding="utf-8") as file:
         exported = json.load(file)["search_settings"]
     assert exported == settings.to_dict()
+    # The copy path sums the weights of repeated source tokens in the loop
+    # body (ScatterND with reduction "add"; a plain one would overwrite).
+    import onnx
+
+    from keras_transformer.export.onnx.graph import graphs
+
+    model = onnx.load(os.path.join(tmp_path, "onnx", "greedy.onnx"))
+    summing = [node for graph, parents in graphs(model.graph) if parents
+               for node in graph.node if node.op_type == "ScatterND"
+               and any(a.name == "reduction" and a.s == b"add"
+                       for a in node.attribute)]
+    assert summing
 
 
 @pytest.mark.slow

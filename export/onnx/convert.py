@@ -69,8 +69,7 @@ def function_to_onnx(function, opset: int, doc: str,
             graph = tfonnx.process_tf_graph(
                 tf_graph, opset=opset, input_names=inputs,
                 output_names=outputs, tensors_to_rename=renames,
-                custom_op_handlers={"Erfc": (_erfc, []),
-                                    "ScatterNd": (_scatter_nd, [])})
+                custom_op_handlers={"Erfc": (_erfc, [])})
     graph = optimizer.optimize_graph(graph, catch_errors=False,
                                      optimizers=_optimizers())
     return graph.make_model(doc, graph_name=graph_name)
@@ -132,30 +131,3 @@ def _erfc(ctx, node, name, args):
         "Sub", node.output[0], name=utils.make_name(f"{name}_erfc"))
     ctx.replace_inputs(complement, [one.output[0], node.output[0]])
     return complement
-
-
-def _scatter_nd(ctx, node, name, args):
-    """TF ScatterNd as ONNX ScatterND with `reduction="add"`.
-
-    `tf.scatter_nd` sums the updates of repeated indices (copy attention
-    adds the weights of a token that occurs twice in the source); tf2onnx
-    writes a plain ScatterND, whose repeated indices overwrite each other.
-    The zeros it scatters into are made the same way (ConstantOfShape of
-    the TF shape input); ONNX wants int64 indices and shape.
-    """
-    from onnx import TensorProto, helper
-
-    dtype = ctx.get_dtype(node.input[1])
-    zeros = ctx.make_node(
-        "ConstantOfShape", [node.input[2]],
-        attr={"value": helper.make_tensor("value", dtype, [1], [0])},
-        shapes=node.output_shapes, dtypes=[dtype])
-    ctx.insert_new_node_on_input(zeros, "Cast", zeros.input[0],
-                                 to=TensorProto.INT64)
-    ctx.replace_inputs(node, [zeros.output[0], node.input[0],
-                              node.input[1]])
-    ctx.insert_new_node_on_input(node, "Cast", node.input[1],
-                                 to=TensorProto.INT64)
-    node.type = "ScatterND"
-    node.set_attr("reduction", "add")
-    return node

@@ -20,31 +20,6 @@ def test_convert_rejects_unknown_mode():
         onnx_convert.convert_search(fake_translator(), "sampling")
 
 
-def test_scatter_nd_sums_repeated_indices_as_tensorflow_does():
-    # Copy attention scatters the weights of a source token that occurs
-    # twice onto one vocabulary id: tf.scatter_nd sums them, and so must
-    # the ONNX graph (tf2onnx's own conversion overwrites).
-    import tensorflow as tf
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, 2], tf.int32, name="indices"),
-        tf.TensorSpec([None], tf.float32, name="values"),
-        tf.TensorSpec([2], tf.int32, name="shape")])
-    def scatter(indices, values, shape):
-        return {"out": tf.scatter_nd(indices, values, shape)}
-
-    model = onnx_convert.function_to_onnx(scatter, 17, "scatter")
-    session = ort.InferenceSession(model.SerializeToString())
-    indices = np.array([[0, 1], [0, 1], [1, 4], [0, 1]], np.int32)
-    values = np.array([1, 2, 3, 4], np.float32)
-    shape = np.array([2, 5], np.int32)
-    got = session.run(["out"], {"indices": indices, "values": values,
-                                "shape": shape})[0]
-    expected = scatter(indices, values, shape)["out"].numpy()
-    np.testing.assert_array_equal(got, expected)
-    assert got[0, 1] == 7.0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["beam", "greedy"])
 def test_token_graph_is_one_loop_with_named_dims(onnx_export, mode):
