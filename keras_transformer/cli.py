@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         An `argparse.ArgumentParser` with one subparser per command.
     """
     from keras_transformer.checks import TRAINING_PRECISIONS  # Pure Python.
-    from keras_transformer.config import PRESETS, TASKS  # Pure Python.
+    from keras_transformer.config import (  # Pure Python.
+        PRESETS,
+        SCHEDULES,
+        TASKS,
+    )
 
     parser = argparse.ArgumentParser(
         prog="keras-transformer",
@@ -168,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "counted (default: drop for translation, "
                             "truncate for summarization)")
     _add_fields(train)
+    train.add_argument("--time-budget", type=parse_duration, default=None,
+                       metavar="DURATION",
+                       help="stop training after this long, e.g. 90s, 30m, "
+                            "1.5h (a plain number is seconds); with "
+                            "--schedule linear the decay is planned to end "
+                            "with the budget (default: train all epochs)")
+    train.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help="learning-rate schedule: paper (warm-up, then "
+                            "inverse square-root decay, made for 100k "
+                            "steps) or linear (warm-up, then linear decay "
+                            "to zero at the run's last planned step) "
+                            "(default: the preset's, paper)")
+    train.add_argument("--learning-rate", type=float, default=None,
+                       help="peak learning rate (default: the paper's, "
+                            "(d_model * warmup_steps) ** -0.5)")
+    train.add_argument("--warmup-steps", type=int, default=None,
+                       help="warm-up steps (default: the preset's)")
     train.add_argument("--average-last", type=int, default=5,
                        help="average the newest N checkpoints into the "
                             "final model; 0 keeps the last weights "
@@ -309,10 +330,30 @@ def _cmd_train(args):
         average_last=args.average_last or None,
         strategy=get_strategy(args.strategy),
         source_field=args.source_field, target_field=args.target_field,
-        precision=args.precision, **_task(args), **_overrides(args.set))
+        precision=args.precision, time_budget=args.time_budget,
+        **_task(args), **_schedule(args), **_overrides(args.set))
     print(f"data: {result.data['read']}; {result.data['length']}")
     print(f"trained run written to {result.run_dir} (precision "
           f"{result.precision})")
+
+
+def _schedule(args):
+    """The schedule flags given, as config overrides."""
+    flags = {"schedule": args.schedule, "learning_rate": args.learning_rate,
+             "warmup_steps": args.warmup_steps}
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "90", "90s", "30m", "1.5h"; argparse's `type` for
+    --time-budget (its ValueError reads as an invalid value)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text,
+                                                                     "s")
+    seconds = float(number) * units[unit]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(text)
+    return seconds
 
 
 def _task(args):

@@ -13,6 +13,9 @@ from typing import Any
 from keras_transformer.checks import check_fields
 
 ACTIVATIONS = ("relu", "gelu")
+# Learning-rate schedules (`training.schedule`): the paper's eq. 3, or a
+# linear warm-up and a linear decay to zero over the steps a run plans.
+SCHEDULES = ("paper", "linear")
 # What a run is for: it picks the metrics (BLEU/chrF or ROUGE) and the
 # default search settings (`inference.SearchSettings.for_config`).
 TASKS = ("translation", "summarization")
@@ -40,6 +43,13 @@ class TransformerConfig:
             paper uses none; defaults to 0.0.
         label_smoothing: float, eps_ls of section 5.4. Defaults to 0.1.
         warmup_steps: int, warm-up of the learning-rate schedule (eq. 3).
+        schedule: str, the learning-rate schedule: "paper" (the default:
+            eq. 3, warm-up then inverse square-root decay, made for 100,000
+            steps) or "linear" (linear warm-up to `learning_rate`, then a
+            linear decay to zero at the last step the run plans: for short
+            runs whose length is known; `training.LinearDecaySchedule`).
+        learning_rate: float or None, the peak learning rate; None (the
+            default) is the paper's peak, (d_model * warmup_steps)^-0.5.
         max_length: int, the longest sequence (source or target, special
             tokens included) the positional encoding covers. Defaults to 256.
         max_source_length: int or None, the longest source (with [END])
@@ -79,6 +89,8 @@ class TransformerConfig:
     attention_dropout_rate: float = 0.0
     label_smoothing: float = 0.1
     warmup_steps: int = 4000
+    schedule: str = "paper"
+    learning_rate: float | None = None
     max_length: int = 256
     share_embeddings: bool = True
     tie_output_projection: bool = True
@@ -93,10 +105,10 @@ class TransformerConfig:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type == int | None:
+            if field.type in (int | None, float | None):
                 if value is None:
                     continue
-                expected = int
+                expected = int if field.type == int | None else float
             else:
                 expected = {"int": int, "float": float, "bool": bool,
                             "str": str}[field.type.__name__]
@@ -149,6 +161,14 @@ class TransformerConfig:
                 raise ValueError(
                     f"`{name}` must be in [2, max_length={self.max_length}]"
                     f" or None. Received: {name}={value}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"`schedule` must be one of {SCHEDULES}. "
+                f"Received: schedule={self.schedule!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(
+                "`learning_rate` must be positive or None. "
+                f"Received: learning_rate={self.learning_rate}")
         if self.task not in TASKS:
             raise ValueError(
                 f"`task` must be one of {TASKS}. Received: task={self.task!r}")

@@ -124,6 +124,7 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
               source_field: str | None = None,
               target_field: str | None = None,
               precision: str = "float32",
+              time_budget: float | None = None,
               **config_overrides) -> TrainResult:
     """Trains a translator from a corpus specification into `run_dir`.
 
@@ -164,6 +165,9 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
             `training.train`). Recorded in checkpoints/state.json and
             history.json; a resumed run must give the same one.
             model.keras is float32 whatever it is.
+        time_budget: float or None, seconds after which training stops
+            (see `training.train`); with `schedule="linear"` the decay is
+            planned over the steps the budget allows.
         **config_overrides: TransformerConfig fields to override.
 
     Returns:
@@ -222,7 +226,8 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
     _, history = train(config, train_ds, valid_ds, run, epochs=epochs,
                        steps_per_epoch=steps_per_epoch,
                        average_last=average_last, strategy=strategy,
-                       verbose=verbose, precision=precision)
+                       verbose=verbose, precision=precision,
+                       time_budget=time_budget)
     return TrainResult(run_dir, config, history, data_report, precision)
 
 

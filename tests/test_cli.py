@@ -14,8 +14,10 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
     run = str(tmp_path / "run")
     argv = ["train", "--data", str(corpus_files["train"]), "--valid-data",
             str(corpus_files["validation"]), "--run", run, "--preset",
-            "tiny", "--epochs", "1", "--vocab-size", "400",
-            "--batch-tokens", "2048", "--average-last", "1",
+            "tiny", "--epochs", "1000", "--vocab-size", "400",
+            "--batch-tokens", "2048", "--average-last", "2",
+            "--time-budget", "15s", "--schedule", "linear",
+            "--warmup-steps", "1", "--learning-rate", "0.002",
             "--set", "d_model=32", "--set", "max_length=40"]
     assert main(argv) == 0
     for name in ("config.json", "tokenizer.json", "source.model",
@@ -26,9 +28,30 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
     assert os.listdir(os.path.join(run, "logs"))
     config = json.load(open(os.path.join(run, "config.json")))
     assert config["d_model"] == 32 and config["max_length"] == 40
+    assert (config["schedule"], config["learning_rate"],
+            config["warmup_steps"]) == ("linear", 0.002, 1)
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     assert "700 of 700 pairs kept" in metrics["data"]["length"]
     assert "trained run written" in capsys.readouterr().out
+    # 1,000 epochs do not fit in 15 seconds: the budget stopped training,
+    # within a step of it, and the decay was planned over the steps it
+    # allows (fewer than the epochs').
+    training = metrics["training"]
+    assert training["stopped"] == "time_budget"
+    assert training["time_budget"] == 15.0
+    assert 15.0 <= training["seconds_trained"] < 60.0
+    history = json.load(open(os.path.join(run, "history.json")))
+    epochs = len(history["loss"])
+    state = json.load(open(os.path.join(run, "checkpoints", "state.json")))
+    steps_per_epoch = -(-700 // (2048 // 40))  # at most
+    assert 1 < training["planned_steps"] < 1000 * steps_per_epoch
+    assert 0 < training["steps"] and state["probe_step_seconds"] > 0
+    assert epochs < 1000 and history["learning_rate"][-1] < 0.002
+    # A finished run is not trained again: the same command returns it.
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert len(json.load(open(os.path.join(run, "history.json")))[
+        "loss"]) == epochs
 
     # The same directory with another config is refused, naming the field.
     argv[argv.index("d_model=32")] = "d_model=64"

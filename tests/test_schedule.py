@@ -1,5 +1,6 @@
 """Tests for keras_transformer.training.schedule."""
 
+import dataclasses
 import inspect
 
 import keras
@@ -8,8 +9,10 @@ import pytest
 
 from keras_transformer.config import TransformerConfig
 from keras_transformer.training.schedule import (
+    LinearDecaySchedule,
     TransformerSchedule,
     make_optimizer,
+    make_schedule,
 )
 from tests import reference_training as reference
 
@@ -101,3 +104,71 @@ def test_make_optimizer_is_the_papers_adam():
 def test_make_optimizer_rejects_non_config():
     with pytest.raises(TypeError, match="`config`"):
         make_optimizer({"d_model": 512})
+
+
+def linear_decay_reference(step, peak, warmup, total):
+    """The linear schedule as written in its docstring, step from 1."""
+    if step <= warmup:
+        return peak * step / warmup
+    return peak * max(0.0, (total + 1 - step) / (total + 1 - warmup))
+
+
+@pytest.mark.parametrize("peak,warmup,total", [(1e-3, 10, 110),
+                                               (5e-4, 1, 2),
+                                               (2e-3, 400, 4321)])
+def test_linear_decay_matches_its_formula(peak, warmup, total):
+    schedule = LinearDecaySchedule(peak, warmup, total)
+    for iterations in sorted({0, 1, warmup - 1, warmup, (warmup + total) // 2,
+                              total - 1, total, total + 5}):
+        np.testing.assert_allclose(
+            float(schedule(iterations)),
+            linear_decay_reference(iterations + 1, peak, warmup, total),
+            rtol=1e-5, atol=1e-12)
+    rates = np.array([float(schedule(i)) for i in range(total + 3)])
+    assert int(np.argmax(rates)) == warmup - 1
+    assert rates[total - 1] > 0 and rates[total] == 0.0
+
+
+def test_linear_decay_round_trips_and_rejects_bad_plans():
+    schedule = LinearDecaySchedule(1e-3, 10, 50)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(schedule))
+    assert restored.get_config() == {"peak": 1e-3, "warmup_steps": 10,
+                                     "total_steps": 50}
+    with pytest.raises(ValueError, match="`total_steps`"):
+        LinearDecaySchedule(1e-3, 10, 10)
+    with pytest.raises(ValueError, match="`peak`"):
+        LinearDecaySchedule(0.0, 10, 50)
+
+
+def test_make_optimizer_follows_the_config_schedule():
+    config = TransformerConfig.from_preset("tiny", warmup_steps=20,
+                                           schedule="linear",
+                                           learning_rate=3e-3)
+    schedule = make_optimizer(config, total_steps=200)._learning_rate
+    assert isinstance(schedule, LinearDecaySchedule)
+    assert schedule.get_config() == {"peak": 3e-3, "warmup_steps": 20,
+                                     "total_steps": 200}
+    with pytest.raises(ValueError, match="`total_steps`"):
+        make_optimizer(config)
+    # The paper's schedule with another peak: eq. 3 scaled.
+    paper = dataclasses.replace(config, schedule="paper")
+    scaled = make_schedule(paper)
+    paper_peak = reference.learning_rate(20, config.d_model, 20)
+    for iterations in (0, 19, 500):
+        np.testing.assert_allclose(
+            float(scaled(iterations)),
+            reference.learning_rate(iterations + 1, config.d_model, 20)
+            * 3e-3 / paper_peak, rtol=1e-5)
+    # Without `learning_rate`, the linear peak is the paper's.
+    default = dataclasses.replace(config, learning_rate=None)
+    np.testing.assert_allclose(make_schedule(default, 200).peak, paper_peak,
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,value,error", [
+    ("schedule", "cosine", ValueError), ("learning_rate", 0.0, ValueError),
+    ("learning_rate", "1e-3", TypeError)])
+def test_config_rejects_bad_schedules(name, value, error):
+    with pytest.raises(error, match=f"`{name}`"):
+        TransformerConfig.from_preset("tiny", **{name: value})

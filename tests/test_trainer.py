@@ -265,3 +265,25 @@ def test_resumes_after_sigkill_mid_epoch(tmp_path):
     assert len(batches) == (epochs - resumed) * steps
     # ... from the weights and optimizer state of the mid-epoch backup.
     assert resumed * steps < began[0]["iterations"] <= (resumed + 1) * steps
+
+
+@pytest.mark.slow
+def test_linear_schedule_plans_the_runs_steps(tmp_path):
+    # 2 epochs of the dataset's 4 batches: 8 planned steps, warm-up 2.
+    config = tiny_config(schedule="linear", warmup_steps=2,
+                         learning_rate=1e-3)
+    data = copy_task_dataset(batch_size=8, repeat=False, num_examples=32)
+    assert int(data.cardinality()) == 4
+    _, history = train(config, data, None, str(tmp_path), epochs=2,
+                       average_last=None)
+    # The rate logged at an epoch's end is the next step's: step 5 of 8
+    # after epoch 1 (1e-3 * (8 + 1 - 5) / (8 + 1 - 2)), 0 after the last.
+    np.testing.assert_allclose(history["learning_rate"],
+                               [1e-3 * 4 / 7, 0.0], rtol=1e-5, atol=1e-9)
+
+
+def test_linear_schedule_needs_a_known_length(tmp_path):
+    config = tiny_config(schedule="linear", warmup_steps=2)
+    with pytest.raises(ValueError, match="`steps_per_epoch`"):
+        train(config, copy_task_dataset(batch_size=8), None,
+              str(tmp_path), epochs=1)

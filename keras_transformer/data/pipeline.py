@@ -214,7 +214,10 @@ def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket):
         for x in (starts, limits, buckets))
     num_batches = int(starts.shape[0])
 
-    pair_bucket = tf.constant(pair_bucket, tf.int64)
+    target_lengths = np.diff(encoded.target_splits)
+    sort_key = tf.constant(
+        pair_bucket * (int(target_lengths.max(initial=0)) + 1)
+        + target_lengths, tf.int64)
     bucket_lengths = tf.constant(lengths, tf.int64)
     source_values = tf.constant(encoded.source_values, tf.int32)
     source_splits = tf.constant(encoded.source_splits, tf.int64)
@@ -222,7 +225,11 @@ def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket):
     target_splits = tf.constant(encoded.target_splits, tf.int64)
 
     def epoch(order):  # order: int64 [N], this epoch's order of the pairs
-        by_bucket = tf.argsort(tf.gather(pair_bucket, order), stable=True)
+        # By bucket, then by target length within a bucket: a batch's
+        # targets are then about equally long, so little of the decoder
+        # and output layer's work is padding (a summary's length does not
+        # follow its document's); equal keys keep the random order.
+        by_bucket = tf.argsort(tf.gather(sort_key, order), stable=True)
         members = tf.gather(order, by_bucket)
         batch_order = tf.range(num_batches)
         if shuffle:

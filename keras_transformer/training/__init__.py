@@ -2,13 +2,15 @@
 
 Public API:
     TransformerSchedule(d_model, warmup_steps=4000)   eq. 3, section 5.3
-    make_optimizer(config) -> keras.optimizers.Adam    section 5.3
+    LinearDecaySchedule(peak, warmup_steps, total_steps)
+    make_schedule(config, total_steps=None)
+    make_optimizer(config, total_steps=None) -> keras.optimizers.Adam
     MaskedSparseCategoricalCrossentropy(label_smoothing=0.1, pad_id=0)
     MaskedAccuracy(pad_id=0)
     label_smoothed_crossentropy(y_true, logits, label_smoothing) -> (B, T)
     checkpoint_paths(directory), average_checkpoints(model, paths),
     average_last_checkpoints(model, directory, num_checkpoints=5)
-    compile_transformer(model, config),
+    compile_transformer(model, config, total_steps=None),
     train(model_or_config, train_ds, valid_ds, run_dir, *, epochs, ...)
     get_strategy(name), is_chief(strategy), worker_run_dir(run_dir, strategy)
 """
@@ -29,8 +31,10 @@ from keras_transformer.training.losses import (
     label_smoothed_crossentropy,
 )
 from keras_transformer.training.schedule import (
+    LinearDecaySchedule,
     TransformerSchedule,
     make_optimizer,
+    make_schedule,
 )
 from keras_transformer.training.trainer import (
     compile_transformer,
@@ -38,6 +42,8 @@ from keras_transformer.training.trainer import (
 )
 
 __all__ = [
+    "LinearDecaySchedule",
+    "make_schedule",
     "MaskedAccuracy",
     "MaskedSparseCategoricalCrossentropy",
     "TransformerSchedule",

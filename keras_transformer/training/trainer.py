@@ -26,7 +26,8 @@ inside the epoch: the interrupted epoch runs again from its first batch
 (the dataset restarts), starting from the weights of the last backup. So
 after a kill, the batches between the start of that epoch and its last
 backup are trained on twice, and the run takes that many more steps.
-A run whose `fit` has finished (all epochs, or stopped early) is never
+A run whose `fit` has finished (all epochs, stopped early, or out of its
+time budget) is never
 trained again: a repeated call only completes what is missing (averaging,
 model.keras) and returns the saved result. To train longer, use a new
 `run_dir`.
@@ -36,6 +37,18 @@ given config, `train()` raises a `ValueError` naming the differing fields
 (see `RunDirectory.check_config`) before it touches anything: the
 checkpoints of one model cannot resume another.
 
+Time budget. With `time_budget` (seconds), training stops after the
+first step that ends past the budget; that partial epoch is checkpointed
+and validated like a whole one, the checkpoints are averaged as usual, and
+the reason ("time_budget", "epochs" or "early_stopping") is stored in
+checkpoints/state.json and under "training" in metrics.json. The seconds
+already trained are saved with every backup, so a killed run resumes with
+the rest of its budget. A config whose `schedule` is "linear" plans its
+decay over the steps the budget allows: before training, a throwaway copy
+of the model times `BUDGET_PROBE_STEPS` steps on the first batches, and
+the plan is the fewer of the epochs' steps and 90% of the budget over that
+step time; the plan is saved in state.json and reused on resume.
+
 Precision. `precision` ("float32", "mixed_bfloat16" or "mixed_float16";
 see `training.precision`) is the Keras dtype policy the model is built and
 compiled under; the global policy is restored afterwards. It is recorded
@@ -44,14 +57,17 @@ for the same one (else a `ValueError` naming `precision` and both values).
 model.keras holds a float32 copy of the trained variables.
 """
 
+import dataclasses
 import importlib.util
 import os
 import shutil
+import statistics
+import time
 
 import keras
 
 from keras_transformer import run_directory as files
-from keras_transformer.checks import is_int
+from keras_transformer.checks import check_float, is_int
 from keras_transformer.config import TransformerConfig
 from keras_transformer.model import build_transformer
 from keras_transformer.run_directory import RunDirectory
@@ -73,12 +89,19 @@ from keras_transformer.training.precision import (
 )
 from keras_transformer.training.schedule import make_optimizer
 
+# The steps a time budget's probe times (after 3 untimed ones), and the
+# share of the budget the linear schedule plans for (validation passes and
+# checkpoints take the rest).
+BUDGET_PROBE_STEPS = 10
+BUDGET_PLAN_SHARE = 0.9
 
-def compile_transformer(model: keras.Model,
-                        config: TransformerConfig) -> keras.Model:
+
+def compile_transformer(model: keras.Model, config: TransformerConfig,
+                        total_steps: int | None = None) -> keras.Model:
     """Compiles `model` with the paper's training recipe (sections 5.3, 5.4).
 
-    Adam with `TransformerSchedule` (`make_optimizer(config)`), the masked
+    Adam with the schedule `config.schedule` names (`make_optimizer(config,
+    total_steps)`; "linear" needs the run's planned `total_steps`), the masked
     cross-entropy with `config.label_smoothing`, and `MaskedAccuracy`.
     Call it inside the strategy scope the model was built in. Under a
     "mixed_float16" model Keras wraps the optimizer in a
@@ -90,7 +113,7 @@ def compile_transformer(model: keras.Model,
             "`config` must be a TransformerConfig. "
             f"Received: config={config!r}")
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, total_steps),
         loss=MaskedSparseCategoricalCrossentropy(
             label_smoothing=config.label_smoothing),
         metrics=[MaskedAccuracy()],
@@ -115,6 +138,7 @@ def train(
     callbacks: list | None = None,
     verbose: int | str = 0,
     precision: str | None = None,
+    time_budget: float | None = None,
 ) -> tuple[keras.Model, dict[str, list]]:
     """Trains a Transformer with `model.fit`, resumably, into `run_dir`.
 
@@ -161,6 +185,9 @@ def train(
             config, the given model's own policy for a model (an explicit
             one must match it). A resumed run must ask for the precision
             it was started with.
+        time_budget: float or None, seconds of training (the probe of a
+            linear schedule included) after which training stops; see the
+            module docstring. None (the default) trains all `epochs`.
 
     Returns:
         `(model, history)`: the trained model (in its training precision)
@@ -176,13 +203,45 @@ def train(
     _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
                       average_last, checkpoint_every, backup_every,
                       early_stopping_patience)
+    if time_budget is not None and check_float("time_budget",
+                                               time_budget) <= 0:
+        raise ValueError(
+            "`time_budget` must be a positive number of seconds or None. "
+            f"Received: time_budget={time_budget!r}")
     if importlib.util.find_spec("tensorboard") is None:
         raise ModuleNotFoundError(
             "`train()` writes TensorBoard logs and needs the `tensorboard` "
             "package: pip install tensorboard")
     run = RunDirectory(run_dir)
-    model, strategy, precision = _prepare_model(model_or_config, run,
-                                                strategy, precision)
+    total_steps = planned_steps(train_ds, epochs, steps_per_epoch)
+    state = run.read_json(files.STATE, default={})
+    spent = state.get("seconds_trained", 0.0)
+    if (time_budget is not None and not state.get("finished")
+            and isinstance(model_or_config, TransformerConfig)
+            and model_or_config.schedule == "linear"):
+        if "planned_steps" not in state:
+            start = time.perf_counter()
+            step_seconds = _probe_step_seconds(
+                model_or_config, train_ds, strategy,
+                check_runnable(precision or "float32"))
+            spent += time.perf_counter() - start
+            budget_steps = int(BUDGET_PLAN_SHARE * (time_budget - spent)
+                               / step_seconds)
+            if budget_steps <= model_or_config.warmup_steps:
+                raise ValueError(
+                    f"`time_budget` allows about {max(budget_steps, 0)} "
+                    f"steps of {step_seconds:.3g} s, no more than "
+                    f"`warmup_steps`={model_or_config.warmup_steps}: lower "
+                    "`warmup_steps` or give more time. Received: "
+                    f"time_budget={time_budget}")
+            state.update(planned_steps=min(total_steps or budget_steps,
+                                           budget_steps),
+                         probe_step_seconds=round(step_seconds, 4),
+                         seconds_trained=spent)
+            run.write_json(files.STATE, state)
+        total_steps = state["planned_steps"]
+    model, strategy, precision = _prepare_model(
+        model_or_config, run, strategy, precision, total_steps)
     out = RunDirectory(worker_run_dir(run.root, strategy))
     if out.root == run.root:
         run.claim_precision(precision)
@@ -203,6 +262,7 @@ def train(
             early_stopping = keras.callbacks.EarlyStopping(
                 monitor="val_loss" if valid_ds is not None else "loss",
                 patience=early_stopping_patience)
+        budget = _TimeBudget(time_budget, spent, out, backup_every)
         checkpoint_name = (averaging.EPOCH_CHECKPOINT
                            if checkpoint_every == "epoch"
                            else averaging.STEP_CHECKPOINT)
@@ -215,6 +275,7 @@ def train(
                 out.path(files.LOGS), write_graph=False,
                 profile_batch=0),
             *([early_stopping] if early_stopping else []),
+            budget,
             *(callbacks or []),
             _EpochEndBackup(backup_dir, save_freq=backup_every,
                             double_checkpoint=True, delete_checkpoint=False),
@@ -224,15 +285,28 @@ def train(
                   steps_per_epoch=steps_per_epoch,
                   validation_steps=validation_steps,
                   callbacks=run_callbacks, verbose=verbose, shuffle=False)
-        state = {
+        stopped_early = bool(early_stopping
+                             and early_stopping.stopped_epoch > 0)
+        state = dict(out.read_json(files.STATE, default={}), **{
             "finished": True,
             "epochs_completed": len(_read_history(history_path).get(
                 "loss", [])),
-            "stopped_early": bool(early_stopping
-                                  and early_stopping.stopped_epoch > 0),
+            "stopped_early": stopped_early,
+            "stopped": ("time_budget" if budget.stopped
+                        else "early_stopping" if stopped_early
+                        else "epochs"),
+            "steps": int(keras.ops.convert_to_numpy(
+                model.optimizer.iterations)),
+            "seconds_trained": round(budget.seconds(), 1),
             "precision": precision,
-        }
+        })
         out.write_json(files.STATE, state)
+        if out.root == run.root:
+            run.update_metrics({"training": {
+                key: state.get(key) for key in (
+                    "stopped", "steps", "seconds_trained",
+                    "epochs_completed", "planned_steps")}
+                | {"time_budget": time_budget}})
     elif average_last is None:
         # Killed between the end of fit and model.keras: the backup holds
         # the weights of the last step.
@@ -245,16 +319,57 @@ def train(
     return model, _read_history(history_path)
 
 
-def _prepare_model(model_or_config, run, strategy, precision):
+def planned_steps(train_ds, epochs: int, steps_per_epoch: int | None
+                  ) -> int | None:
+    """The optimizer steps a run of `epochs` plans: `epochs` times
+    `steps_per_epoch`, or times the batches of `train_ds` (its
+    cardinality); None when that is unknown or infinite."""
+    if steps_per_epoch is None:
+        cardinality = getattr(train_ds, "cardinality", None)
+        if cardinality is None:
+            return None
+        steps_per_epoch = int(cardinality())
+        if steps_per_epoch < 1:  # tf.data's INFINITE (-1) or UNKNOWN (-2)
+            return None
+    return epochs * steps_per_epoch
+
+
+def _probe_step_seconds(config, train_ds, strategy, precision,
+                        steps=BUDGET_PROBE_STEPS, untimed=3):
+    """The median seconds of a training step of a throwaway copy of the
+    model, on the first batch of `train_ds` (its weights are dropped)."""
+    strategy = strategy or get_strategy("default")
+    with strategy.scope(), dtype_policy(precision):
+        model = build_transformer(config)
+        compile_transformer(model, dataclasses.replace(config,
+                                                       schedule="paper"))
+    # The first batch, again and again: one shape, one trace (a token
+    # budget makes every batch about as much work).
+    inputs, labels = next(iter(train_ds))
+    times = []
+    for index in range(untimed + steps):
+        start = time.perf_counter()
+        model.train_on_batch(inputs, labels)
+        if index >= untimed:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _prepare_model(model_or_config, run, strategy, precision, total_steps):
     """Returns the compiled model, its strategy and its precision."""
     if isinstance(model_or_config, TransformerConfig):
+        if model_or_config.schedule == "linear" and total_steps is None:
+            raise ValueError(
+                "`schedule='linear'` plans its decay over the run's steps, "
+                "but `train_ds` has no known length: pass `steps_per_epoch`."
+                " Received: steps_per_epoch=None")
         precision = check_runnable(precision or "float32")
         run.check_config(model_or_config)
         run.check_precision(precision)
         strategy = strategy or get_strategy("default")
         with strategy.scope(), dtype_policy(precision):
             model = build_transformer(model_or_config)
-            compile_transformer(model, model_or_config)
+            compile_transformer(model, model_or_config, total_steps)
         if worker_run_dir(run.root, strategy) == run.root:
             run.claim(model_or_config)
         return model, strategy, precision
@@ -305,6 +420,41 @@ def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
             raise ValueError(
                 f"`{name}` must be at least {minimum}. "
                 f"Received: {name}={value}")
+
+
+class _TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` after the first step that ends past `budget` seconds
+    (None: never), counting `spent` seconds of earlier attempts; saves the
+    seconds trained into state.json every `save_every` steps and at each
+    epoch end, so that a resumed run knows what is left."""
+
+    def __init__(self, budget, spent, run, save_every):
+        super().__init__()
+        self.budget, self.spent = budget, spent
+        self.run, self.save_every = run, save_every
+        self.stopped = False
+        self.start = time.perf_counter()
+
+    def seconds(self):
+        return self.spent + time.perf_counter() - self.start
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.save_every == 0:
+            self._save()
+        if self.budget is not None and self.seconds() >= self.budget:
+            self.stopped = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
+
+    def _save(self):
+        state = self.run.read_json(files.STATE, default={})
+        state["seconds_trained"] = round(self.seconds(), 1)
+        self.run.write_json(files.STATE, state)
 
 
 class _EpochEndBackup(keras.callbacks.BackupAndRestore):
