@@ -81,6 +81,9 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
 
 # The Keras dtype policies `train()` can train under (`--precision`).
 TRAINING_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# What a run may ask for: a policy, or "auto" (mixed_bfloat16 where the
+# machine computes bfloat16 natively, float32 elsewhere).
+PRECISION_CHOICES = ("auto", *TRAINING_PRECISIONS)
 
 
 def check_training_precision(precision: Any) -> str:

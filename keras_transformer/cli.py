@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         An `argparse.ArgumentParser` with one subparser per command.
     """
-    from keras_transformer.checks import TRAINING_PRECISIONS  # Pure Python.
+    from keras_transformer.checks import PRECISION_CHOICES  # Pure Python.
     from keras_transformer.config import (  # Pure Python.
         PRESETS,
         SCHEDULES,
@@ -198,11 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tf.distribute strategy: one device, every "
                             "local GPU, or the workers of TF_CONFIG "
                             "(default: %(default)s)")
-    train.add_argument("--precision", choices=TRAINING_PRECISIONS,
+    train.add_argument("--precision", choices=PRECISION_CHOICES,
                        default="float32",
                        help="Keras dtype policy to train in: mixed_bfloat16 "
                             "trains about 1.65x faster on CPUs with AMX or "
-                            "AVX512-BF16, mixed_float16 is for GPUs (with "
+                            "AVX512-BF16; auto picks it where the machine "
+                            "has native bfloat16 and float32 elsewhere "
+                            "(the run records its choice); "
+                            "mixed_float16 is for GPUs (with "
                             "loss scaling); model.keras is float32 either "
                             "way; resuming a run takes the precision it "
                             "was started with (default: %(default)s)")

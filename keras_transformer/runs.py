@@ -14,7 +14,7 @@ import time
 import keras
 
 from keras_transformer import run_directory as files
-from keras_transformer.checks import check_training_precision
+from keras_transformer.checks import PRECISION_CHOICES, check_choice
 from keras_transformer.config import TransformerConfig
 from keras_transformer.contract import SearchSettings
 from keras_transformer.data import encode_pairs, load_corpus, make_dataset
@@ -28,7 +28,10 @@ from keras_transformer.text.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
 )
 from keras_transformer.training import train
-from keras_transformer.training.precision import float32_model
+from keras_transformer.training.precision import (
+    float32_model,
+    resolve_precision,
+)
 from keras_transformer.translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -162,7 +165,9 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
             (or the features of a TFDS dataset).
         precision: "float32" (default), "mixed_bfloat16" or
             "mixed_float16": the Keras dtype policy to train in (see
-            `training.train`). Recorded in checkpoints/state.json and
+            `training.train`); or "auto": mixed_bfloat16 where bfloat16
+            is native here, else float32 (`TrainResult.precision` and the
+            run record the choice). Recorded in checkpoints/state.json and
             history.json; a resumed run must give the same one.
             model.keras is float32 whatever it is.
         time_budget: float or None, seconds after which training stops
@@ -176,8 +181,9 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
     if preset is None:
         preset = default_preset(config_overrides.get("task"))
     _check_overrides(preset, config_overrides)  # before any slow work
-    check_training_precision(precision)
+    check_choice("precision", precision, PRECISION_CHOICES)
     run = RunDirectory(run_dir)
+    precision = resolve_precision(precision, run)
     run.check_precision(precision)
     fields = {"source_field": source_field, "target_field": target_field}
     corpus = load_corpus(data, split="train", **fields)

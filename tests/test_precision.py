@@ -158,11 +158,11 @@ def test_python_train_resumes_in_its_recorded_precision(tmp_path):
                                model.predict(inputs, verbose=0), atol=0.05)
 
 
-@pytest.mark.parametrize("bad", ["float16", "bfloat16", "auto", None, 16])
+@pytest.mark.parametrize("bad", ["float16", "bfloat16", "Auto", None, 16])
 def test_unknown_precisions_are_rejected_naming_precision(bad, tmp_path):
     from keras_transformer.runs import train_run
 
-    message = r"`precision` must be one of \('float32', 'mixed_bfloat16'"
+    message = r"`precision` must be one of \((?:'auto', )?'float32', "
     with pytest.raises(ValueError, match=message):
         check_training_precision(bad)
     # Before any file is read or written.
@@ -233,3 +233,34 @@ def test_a_precision_this_machine_cannot_compute_is_an_error(monkeypatch):
     with pytest.raises(ValueError, match="`precision` 'mixed_float16' cannot"
                                          " run on this machine"):
         check_runnable("mixed_float16")
+
+
+@pytest.mark.parametrize("flags,gpu,expected", [
+    ({"avx512_bf16"}, False, "mixed_bfloat16"),
+    ({"amx_bf16", "avx2"}, False, "mixed_bfloat16"),
+    ({"avx2"}, False, "float32"), (None, False, "float32"),
+    (set(), True, "mixed_bfloat16")])
+def test_auto_picks_bfloat16_where_it_is_native(flags, gpu, expected,
+                                                monkeypatch, tmp_path):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision_module, "_has_gpu", lambda: gpu)
+    assert precision_module.resolve_precision("auto") == expected
+    # A run that recorded a precision resumes in it, whatever the machine.
+    run = files.RunDirectory(str(tmp_path))
+    run.claim_precision("mixed_float16")
+    assert precision_module.resolve_precision("auto", run) == "mixed_float16"
+    assert precision_module.resolve_precision("float32", run) == "float32"
+    with pytest.raises(ValueError, match="`precision`"):
+        precision_module.resolve_precision("bfloat16")
+
+
+@pytest.mark.slow
+def test_train_with_auto_records_what_it_chose(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(precision_module, "_has_gpu", lambda: False)
+    _, history = train(tiny_config(), copy_task_dataset(batch_size=8),
+                       None, str(tmp_path), epochs=1, steps_per_epoch=2,
+                       average_last=None, precision="auto")
+    assert history["precision"] == ["float32"]
+    state = read_json(tmp_path / "checkpoints" / "state.json")
+    assert state["precision"] == "float32"

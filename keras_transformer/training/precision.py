@@ -12,6 +12,11 @@
                      (dynamic loss scaling) because the model's policy is
                      "mixed_float16"
 
+"auto" (`resolve_precision`) is mixed_bfloat16 where bfloat16 is native
+(a GPU, or a CPU with AVX512-BF16 or AMX: `native_bfloat16`) and float32
+elsewhere; a run records the policy it resolved to, and resuming a run
+with "auto" takes the recorded one.
+
 The global policy is set only while the model is built and compiled
 (`dtype_policy`), then restored: every layer keeps the policy it was built
 with. Under either mixed policy the variables stay float32, so checkpoints
@@ -85,6 +90,18 @@ def check_runnable(precision: str) -> str:
             "precision='mixed_float16' on a CPU: float16 is meant for "
             "GPUs; on CPUs mixed_bfloat16 is usually the faster choice.")
     return precision
+
+
+def resolve_precision(precision: str, run=None) -> str:
+    """`precision`, with "auto" resolved: the precision `run` (a
+    `RunDirectory`, or None) records, else mixed_bfloat16 where
+    `native_bfloat16()`, else float32. Others are checked and returned."""
+    if precision == "auto":
+        recorded = run.read_precision() if run is not None else None
+        if recorded is not None:
+            return recorded
+        return "mixed_bfloat16" if native_bfloat16() else "float32"
+    return check_training_precision(precision)
 
 
 def native_bfloat16() -> bool:

@@ -86,6 +86,7 @@ from keras_transformer.training.precision import (
     dtype_policy,
     float32_model,
     model_precision,
+    resolve_precision,
 )
 from keras_transformer.training.schedule import make_optimizer
 
@@ -181,7 +182,8 @@ def train(
         callbacks: list of extra `keras.callbacks.Callback`, or None.
         verbose: the `verbose` of `model.fit`. Defaults to 0 (silent).
         precision: "float32", "mixed_bfloat16" or "mixed_float16", the
-            Keras dtype policy to train in, or None: "float32" for a
+            Keras dtype policy to train in; "auto" (see
+            `precision.resolve_precision`); or None: "float32" for a
             config, the given model's own policy for a model (an explicit
             one must match it). A resumed run must ask for the precision
             it was started with.
@@ -213,6 +215,8 @@ def train(
             "`train()` writes TensorBoard logs and needs the `tensorboard` "
             "package: pip install tensorboard")
     run = RunDirectory(run_dir)
+    if precision == "auto":
+        precision = resolve_precision(precision, run)
     total_steps = planned_steps(train_ds, epochs, steps_per_epoch)
     state = run.read_json(files.STATE, default={})
     spent = state.get("seconds_trained", 0.0)
