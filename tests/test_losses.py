@@ -127,6 +127,29 @@ def test_gradient_flows_only_from_real_tokens(batch):
     assert np.all(np.abs(gradient[labels != 0]).sum(-1) > 0)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.35])
+def test_gradient_is_softmax_minus_the_smoothed_target(batch, rng,
+                                                       label_smoothing):
+    # d/dz of the per-token loss, weighted by w: w (softmax(z) - q), with
+    # q = (1 - eps) onehot(y) + eps / V (numpy), whatever path computes it
+    # (TensorFlow's is a custom gradient around its fused kernel).
+    import tensorflow as tf
+
+    labels, logits = batch
+    weights = rng.random((B, T)).astype("float32")
+    variable = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(weights * label_smoothed_crossentropy(
+            labels, variable, label_smoothing))
+    got = tape.gradient(value, variable).numpy()
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    softmax = shifted / shifted.sum(-1, keepdims=True)
+    target = ((1 - label_smoothing) * np.eye(V)[labels]
+              + label_smoothing / V)
+    np.testing.assert_allclose(got, weights[..., None] * (softmax - target),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_loss_config_round_trips():
     loss = MaskedSparseCategoricalCrossentropy(label_smoothing=0.2,
                                                pad_id=None, name="ls")

@@ -88,6 +88,41 @@ def _sparse_nll(labels, logits):
     return keras.ops.logsumexp(logits, axis=-1) - picked
 
 
+def _fused_smoothed_nll(labels, logits, eps):
+    """`label_smoothed_crossentropy` on TensorFlow, in one softmax pass.
+
+    With n = -log p(y) and logsumexp(z) = n + z_y, the smoothed loss
+    (1 - eps) n + eps (logsumexp(z) - mean(z)) is n + eps (z_y - mean(z)),
+    and its gradient is (p - onehot(y)) + eps (onehot(y) - 1/V). TF's fused
+    kernel returns n and p - onehot(y) together, so neither the loss nor
+    its gradient needs a second logsumexp over the (B, T, V) logits (the
+    separate form cost a fifth of a training step at the benchmark size).
+    """
+    shape = tf.shape(labels)
+    vocabulary = tf.shape(logits)[-1]
+    flat_labels = tf.reshape(labels, [-1])
+
+    @tf.custom_gradient
+    def smoothed(flat_logits):
+        nll, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=flat_logits, labels=flat_labels)
+        picked = tf.gather(flat_logits, flat_labels, batch_dims=1)
+        loss = nll + eps * (picked - tf.reduce_mean(flat_logits, axis=-1))
+
+        def gradient(upstream):
+            upstream = upstream[:, None]
+            dense = upstream * (backprop - eps / tf.cast(vocabulary,
+                                                         tf.float32))
+            rows = tf.range(tf.shape(flat_labels)[0])
+            return tf.tensor_scatter_nd_add(
+                dense, tf.stack([rows, flat_labels], axis=1),
+                eps * upstream[:, 0])
+
+        return loss, gradient
+
+    return tf.reshape(smoothed(tf.reshape(logits, [-1, vocabulary])), shape)
+
+
 def _argmax(logits):
     """int32 (B, T): the predicted token of (B, T, V) logits."""
     if keras.backend.backend() == "tensorflow":
@@ -117,6 +152,8 @@ def label_smoothed_crossentropy(y_true, logits, label_smoothing=0.1):
     """
     logits = keras.ops.cast(logits, "float32")
     labels = keras.ops.cast(y_true, "int32")
+    if label_smoothing and keras.backend.backend() == "tensorflow":
+        return _fused_smoothed_nll(labels, logits, float(label_smoothing))
     nll = _sparse_nll(labels, logits)  # (B, T)
     if not label_smoothing:
         return nll
