@@ -176,10 +176,15 @@ class TutorialTransformer(keras.Model):
         self.decoder = Decoder(vocab_size=target_vocab_size, **sizes)
         self.final_layer = keras.layers.Dense(target_vocab_size)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        # `training` in the signature makes Keras 3's `fit` pass
+        # training=True, which reaches the Dropout layers: without it the
+        # reference would train with no dropout at all (as it did before
+        # 2026-12-07), less work per step than the recipe it stands for.
         context, x = inputs
-        context = self.encoder(context)
-        logits = self.final_layer(self.decoder(x, context))
+        context = self.encoder(context, training=training)
+        logits = self.final_layer(self.decoder(x, context,
+                                               training=training))
         try:
             # The loss must not see the decoder's Keras mask.
             del logits._keras_mask
