@@ -163,8 +163,11 @@ def test_flags_and_defaults_are_unchanged():
     assert (train.preset, train.epochs, train.steps, train.batch_tokens,
             train.vocab_size, train.average_last, train.strategy,
             train.set) == (None, 10, None, 4096, 8000, 5, "default", [])
-    # None: the task's defaults (runs.default_preset, the length policy).
+    # None: the task's defaults (runs.default_preset, the length policy),
+    # the preset's schedule fields, no time budget.
     assert (train.task, train.length_policy) == (None, None)
+    assert (train.time_budget, train.schedule, train.learning_rate,
+            train.warmup_steps) == (None, None, None, None)
     assert not train.separate_vocab
     assert train.subword_model == "unigram"
     assert train.vocab_sample == 1_000_000
