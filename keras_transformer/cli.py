@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "local GPU, or the workers of TF_CONFIG "
                             "(default: %(default)s)")
     train.add_argument("--precision", choices=PRECISION_CHOICES,
-                       default="float32",
+                       default="auto",
                        help="Keras dtype policy to train in: mixed_bfloat16 "
                             "trains about 1.65x faster on CPUs with AMX or "
                             "AVX512-BF16; auto picks it where the machine "

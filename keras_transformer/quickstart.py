@@ -84,12 +84,10 @@ def _train(data: str, run_dir: str, settings: dict, epochs, report):
     if epochs is not None:
         settings["epochs"] = epochs
     start = time.time()
-    precision = (f" ({settings['precision']})" if "precision" in settings
-                 else "")
-    report(f"[1/3] training on {data} into {run_dir}{precision} ...")
-    train_run(data, run_dir, verbose=2, **settings)
+    report(f"[1/3] training on {data} into {run_dir} ...")
+    result = train_run(data, run_dir, verbose=2, **settings)
     seconds = time.time() - start
-    report(f"      trained in {seconds:.0f} s")
+    report(f"      trained in {seconds:.0f} s ({result.precision})")
     return seconds
 
 
@@ -138,9 +136,9 @@ def _max_score_difference(found: dict) -> float:
 
 # Chosen on the validation split (benchmarks/RESULTS.md, "Summarization"):
 # copy attention (the preset's), 2 + 2 layers of width 128, descriptions cut
-# at 128 pieces, synopses at 32, trained in mixed_bfloat16 where the machine
-# computes bfloat16 natively (float32 elsewhere). Every epoch counts (the
-# fifth added 1.8 ROUGE-2 on validation), but 5 epochs take 12 to 14
+# at 128 pieces, synopses at 32, trained in the default precision ("auto":
+# mixed_bfloat16 where bfloat16 is native, float32 elsewhere). Every epoch
+# counts (the fifth added 1.8 ROUGE-2 on validation), but 5 epochs take 12 to 14
 # minutes here, so training gets a time budget of its own: up to 5 epochs
 # or 640 s, whichever ends first, with the linear schedule planned over the
 # steps the budget allows, and the final weights (averaging the last epoch
@@ -152,12 +150,6 @@ SUMMARIZATION_SETTINGS = dict(
     num_layers=2, d_model=128, d_ff=512, max_length=128,
     max_source_length=128, max_target_length=32, schedule="linear",
     time_budget=640.0, average_last=1)
-
-
-def _summarization_precision() -> str:
-    from keras_transformer.training.precision import native_bfloat16
-
-    return "mixed_bfloat16" if native_bfloat16() else "float32"
 
 
 def summarization_quickstart(run_dir: str = "runs/summarize",
@@ -180,9 +172,8 @@ def summarization_quickstart(run_dir: str = "runs/summarize",
 
     data = "bundled:debian"
     start = time.time()
-    settings = dict(SUMMARIZATION_SETTINGS,
-                    precision=_summarization_precision())
-    train_seconds = _train(data, run_dir, settings, epochs, report)
+    train_seconds = _train(data, run_dir, SUMMARIZATION_SETTINGS, epochs,
+                           report)
 
     report("[2/3] summarizing the held-out test split ...")
     metrics = evaluate_run(run_dir, data)

@@ -126,7 +126,7 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
               verbose: int | str = "auto",
               source_field: str | None = None,
               target_field: str | None = None,
-              precision: str = "float32",
+              precision: str = "auto",
               time_budget: float | None = None,
               **config_overrides) -> TrainResult:
     """Trains a translator from a corpus specification into `run_dir`.
@@ -163,11 +163,11 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
         verbose: Keras progress-bar mode.
         source_field, target_field: the JSON fields of a .jsonl corpus
             (or the features of a TFDS dataset).
-        precision: "float32" (default), "mixed_bfloat16" or
+        precision: "auto" (the default: mixed_bfloat16 where bfloat16 is
+            native here, else float32; `TrainResult.precision` and the run
+            record the choice), or "float32", "mixed_bfloat16" or
             "mixed_float16": the Keras dtype policy to train in (see
-            `training.train`); or "auto": mixed_bfloat16 where bfloat16
-            is native here, else float32 (`TrainResult.precision` and the
-            run record the choice). Recorded in checkpoints/state.json and
+            `training.train`). Recorded in checkpoints/state.json and
             history.json; a resumed run must give the same one.
             model.keras is float32 whatever it is.
         time_budget: float or None, seconds after which training stops

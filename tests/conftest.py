@@ -32,7 +32,8 @@ def rng():
 # 1,000 from the bundled corpus.
 FIXTURE_SETTINGS = dict(preset="tiny", epochs=6, batch_tokens=1024,
                         vocab_size=500, average_last=2, d_model=64,
-                        max_length=48, dropout_rate=0.0, warmup_steps=100)
+                        max_length=48, dropout_rate=0.0, warmup_steps=100,
+                        precision="float32")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ benchmark report reads them
 """
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,6 +30,7 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
 
     def fake_train(data, run, **settings):
         calls.append(("train", data, settings["epochs"]))
+        return SimpleNamespace(precision="float32")
 
     def fake_evaluate(run, data, beam_size=None):
         calls.append(("evaluate", beam_size))
@@ -65,6 +67,7 @@ def test_quickstart_stores_its_figures(tmp_path, monkeypatch):
     assert stored["total_seconds"] >= stored["train_seconds"] >= 0
     assert stored["train_seconds"] == results["train_seconds"]
     assert any("exact match  90.0%" in line for line in lines)
+    assert any("(float32)" in line for line in lines)
     assert any("beam_text" in line and "SavedModel 1/2" in line
                for line in lines)
     assert any(line.endswith("3/3 outputs identical in a fresh process "
@@ -87,6 +90,7 @@ def test_summarization_quickstart_scores_the_baselines(tmp_path,
 
     def fake_train(data, run, **settings):
         calls.append(("train", data, settings["preset"], settings["epochs"]))
+        return SimpleNamespace(precision="mixed_bfloat16")
 
     def fake_evaluate(run, data):
         calls.append(("evaluate", data))
@@ -126,3 +130,4 @@ def test_summarization_quickstart_scores_the_baselines(tmp_path,
         "rouge1"] > 0
     assert 5 <= stored["first_words"]["summary_words"] <= 8
     assert any("first sentence" in line for line in lines)
+    assert any("(mixed_bfloat16)" in line for line in lines)

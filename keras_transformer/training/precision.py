@@ -12,9 +12,9 @@
                      (dynamic loss scaling) because the model's policy is
                      "mixed_float16"
 
-"auto" (`resolve_precision`) is mixed_bfloat16 where bfloat16 is native
-(a GPU, or a CPU with AVX512-BF16 or AMX: `native_bfloat16`) and float32
-elsewhere; a run records the policy it resolved to, and resuming a run
+"auto" (`resolve_precision`; the default of `train_run` and the CLI) is
+mixed_bfloat16 where bfloat16 is native (a GPU, or on TensorFlow a CPU
+with AVX512-BF16 or AMX: `native_bfloat16`) and float32 elsewhere; a run records the policy it resolved to, and resuming a run
 with "auto" takes the recorded one.
 
 The global policy is set only while the model is built and compiled
@@ -94,13 +94,17 @@ def check_runnable(precision: str) -> str:
 
 def resolve_precision(precision: str, run=None) -> str:
     """`precision`, with "auto" resolved: the precision `run` (a
-    `RunDirectory`, or None) records, else mixed_bfloat16 where
-    `native_bfloat16()`, else float32. Others are checked and returned."""
+    `RunDirectory`, or None) records, else mixed_bfloat16 on a GPU or, on
+    the TensorFlow backend (where it was measured faster), a CPU with
+    native bfloat16 (`native_bfloat16()`), else float32. Others are
+    checked and returned."""
     if precision == "auto":
         recorded = run.read_precision() if run is not None else None
         if recorded is not None:
             return recorded
-        return "mixed_bfloat16" if native_bfloat16() else "float32"
+        fast = _has_gpu() or (native_bfloat16()
+                              and keras.backend.backend() == "tensorflow")
+        return "mixed_bfloat16" if fast else "float32"
     return check_training_precision(precision)
 
 
