@@ -14,8 +14,9 @@
 
 "auto" (`resolve_precision`; the default of `train_run` and the CLI) is
 mixed_bfloat16 where bfloat16 is native (a GPU, or on TensorFlow a CPU
-with AVX512-BF16 or AMX: `native_bfloat16`) and float32 elsewhere; a run records the policy it resolved to, and resuming a run
-with "auto" takes the recorded one.
+with AVX512-BF16 or AMX: `native_bfloat16`) and float32 elsewhere; a run
+records the policy it resolved to, and resuming a run with "auto" takes
+the recorded one.
 
 The global policy is set only while the model is built and compiled
 (`dtype_policy`), then restored: every layer keeps the policy it was built
