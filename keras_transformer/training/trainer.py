@@ -47,7 +47,9 @@ the rest of its budget. A config whose `schedule` is "linear" plans its
 decay over the steps the budget allows: before training, a throwaway copy
 of the model times `BUDGET_PROBE_STEPS` steps on the first batches, and
 the plan is the fewer of the epochs' steps and 90% of the budget over that
-step time; the plan is saved in state.json and reused on resume.
+step time; the plan is saved in state.json and reused on resume, and
+training stops when the plan is done (its rate is then zero), even with
+budget left.
 
 Precision. `precision` ("float32", "mixed_bfloat16" or "mixed_float16";
 see `training.precision`) is the Keras dtype policy the model is built and
@@ -90,7 +92,8 @@ from keras_transformer.training.precision import (
 )
 from keras_transformer.training.schedule import make_optimizer
 
-# The steps a time budget's probe times (after 3 untimed ones), and the
+# The batches a time budget's probe times (after an untimed pass over
+# them), and the
 # share of the budget the linear schedule plans for (validation passes and
 # checkpoints take the rest).
 BUDGET_PROBE_STEPS = 10
@@ -266,7 +269,8 @@ def train(
             early_stopping = keras.callbacks.EarlyStopping(
                 monitor="val_loss" if valid_ds is not None else "loss",
                 patience=early_stopping_patience)
-        budget = _TimeBudget(time_budget, spent, out, backup_every)
+        budget = _TimeBudget(time_budget, spent, out, backup_every,
+                             state.get("planned_steps"))
         checkpoint_name = (averaging.EPOCH_CHECKPOINT
                            if checkpoint_every == "epoch"
                            else averaging.STEP_CHECKPOINT)
@@ -339,24 +343,26 @@ def planned_steps(train_ds, epochs: int, steps_per_epoch: int | None
 
 
 def _probe_step_seconds(config, train_ds, strategy, precision,
-                        steps=BUDGET_PROBE_STEPS, untimed=3):
-    """The median seconds of a training step of a throwaway copy of the
-    model, on the first batch of `train_ds` (its weights are dropped)."""
+                        steps=BUDGET_PROBE_STEPS):
+    """The mean seconds of a training step of a throwaway copy of the
+    model, on the first batches of `train_ds` (its weights are dropped)."""
     strategy = strategy or get_strategy("default")
     with strategy.scope(), dtype_policy(precision):
         model = build_transformer(config)
         compile_transformer(model, dataclasses.replace(config,
                                                        schedule="paper"))
-    # The first batch, again and again: one shape, one trace (a token
-    # budget makes every batch about as much work).
-    inputs, labels = next(iter(train_ds))
+    # The first `steps` batches twice: the first pass traces their shapes
+    # (untimed), the second is timed; their mean step is the estimate
+    # (batches of one token budget differ in shape, and in cost).
+    batches = list(train_ds.take(steps))
+    for inputs, labels in batches:
+        model.train_on_batch(inputs, labels)
     times = []
-    for index in range(untimed + steps):
+    for inputs, labels in batches:
         start = time.perf_counter()
         model.train_on_batch(inputs, labels)
-        if index >= untimed:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append(time.perf_counter() - start)
+    return statistics.fmean(times)
 
 
 def _prepare_model(model_or_config, run, strategy, precision, total_steps):
@@ -428,14 +434,16 @@ def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
 
 class _TimeBudget(keras.callbacks.Callback):
     """Stops `fit` after the first step that ends past `budget` seconds
-    (None: never), counting `spent` seconds of earlier attempts; saves the
+    (None: never), counting `spent` seconds of earlier attempts, or once
+    the `planned_steps` of a budget's linear schedule are done; saves the
     seconds trained into state.json every `save_every` steps and at each
     epoch end, so that a resumed run knows what is left."""
 
-    def __init__(self, budget, spent, run, save_every):
+    def __init__(self, budget, spent, run, save_every, planned_steps=None):
         super().__init__()
         self.budget, self.spent = budget, spent
         self.run, self.save_every = run, save_every
+        self.planned_steps = planned_steps
         self.stopped = False
         self.start = time.perf_counter()
 
@@ -448,7 +456,12 @@ class _TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.save_every == 0:
             self._save()
-        if self.budget is not None and self.seconds() >= self.budget:
+        done = self.budget is not None and self.seconds() >= self.budget
+        if self.planned_steps is not None and not done:
+            # The linear schedule planned for the budget is at zero.
+            done = int(keras.ops.convert_to_numpy(
+                self.model.optimizer.iterations)) >= self.planned_steps
+        if done:
             self.stopped = True
             self.model.stop_training = True
 
