@@ -68,6 +68,7 @@ def run_variant(corpus: str, out: str, variant: str, minutes: float
                 ) -> list[dict]:
     from keras_transformer.data import load_corpus
     from keras_transformer.evaluation import evaluate_translations
+    from keras_transformer.run_directory import METRICS, RunDirectory
     from keras_transformer.runs import load_translator, train_run, translate_all
 
     settings = settings_of(variant)
@@ -77,8 +78,8 @@ def run_variant(corpus: str, out: str, variant: str, minutes: float
                        valid_data=os.path.join(corpus, "valid.tsv"),
                        time_budget=60.0 * minutes, verbose=2, **settings)
     seconds = time.perf_counter() - start
-    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
-        training = json.load(f).get("training", {})
+    training = RunDirectory(run_dir).read_json(METRICS, default={}).get(
+        "training", {})
     rows = []
     for split in ("valid", "test"):
         data = load_corpus(os.path.join(corpus, f"{split}.tsv"))

@@ -75,9 +75,11 @@ def test_learns_the_copy_task_and_writes_the_run(tmp_path):
     # The run directory.
     assert read_json(os.path.join(run_dir, "history.json")) == history
     assert read_json(os.path.join(run_dir, "config.json")) == config.to_dict()
-    assert read_json(os.path.join(run_dir, files.STATE)) == {
+    state = read_json(os.path.join(run_dir, files.STATE))
+    assert state.pop("seconds_trained") > 0
+    assert state == {
         "finished": True, "epochs_completed": epochs, "stopped_early": False,
-        "precision": "float32"}
+        "stopped": "epochs", "steps": epochs * steps, "precision": "float32"}
     assert os.listdir(os.path.join(run_dir, "logs"))
     assert not os.path.exists(os.path.join(run_dir, files.BACKUP))
     paths = averaging.checkpoint_paths(os.path.join(run_dir, "checkpoints"))
@@ -125,8 +127,10 @@ def test_early_stopping_step_checkpoints_and_recovery(tmp_path):
                        checkpoint_every=3, average_last=2)
     assert len(history["val_loss"]) == 2
     state = read_json(os.path.join(run_dir, files.STATE))
+    assert state.pop("seconds_trained") > 0
     assert state == {"finished": True, "epochs_completed": 2,
-                     "stopped_early": True, "precision": "float32"}
+                     "stopped_early": True, "stopped": "early_stopping",
+                     "steps": 8, "precision": "float32"}
     assert not os.path.exists(os.path.join(run_dir, "config.json"))
     names = [os.path.basename(p) for p in averaging.checkpoint_paths(
         os.path.join(run_dir, "checkpoints"))]

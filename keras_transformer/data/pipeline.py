@@ -97,8 +97,10 @@ def make_dataset(
     See the module docstring for the element structure. With a token budget
     (the default), pairs are grouped into length buckets and bucket k, whose
     pairs are at most `bucket_lengths[k]` long, gets batches of
-    `batch_tokens // bucket_lengths[k]` pairs. With `batch_size`, batches
-    have a fixed number of pairs, in shuffled (not length) order.
+    `batch_tokens // bucket_lengths[k]` pairs; when shuffled, a bucket's
+    pairs are batched in order of target length (ties in random order), so
+    that a batch's targets are about equally long. With `batch_size`,
+    batches have a fixed number of pairs, in shuffled (not length) order.
 
     Args:
         data: `ParallelCorpus`, sequence of (source, target) str pairs, or
@@ -187,11 +189,16 @@ array([[124, 125, 126,   3]], dtype=int32))
         lengths, sizes = [max_length], [batch_size]
     else:
         sizes = [batch_tokens // n for n in lengths]
+    # Shuffled token-budget batches are sorted by target length within
+    # their bucket; fixed-size batches and unshuffled ones keep their
+    # (random or corpus) order.
+    sort_targets = shuffle and batch_size is None
     return _batches(encoded, lengths, sizes, shuffle, seed, repeat,
-                    pad_to_bucket_boundary)
+                    pad_to_bucket_boundary, sort_targets)
 
 
-def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket):
+def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket,
+             sort_targets):
     """Groups pairs into per-bucket batches of `sizes[k]`, reshuffled each
     epoch, then gathers and pads each batch's ids (all vectorized)."""
     num_pairs = len(encoded)
@@ -215,9 +222,11 @@ def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket):
     num_batches = int(starts.shape[0])
 
     target_lengths = np.diff(encoded.target_splits)
-    sort_key = tf.constant(
-        pair_bucket * (int(target_lengths.max(initial=0)) + 1)
-        + target_lengths, tf.int64)
+    sort_key = pair_bucket
+    if sort_targets:
+        sort_key = (pair_bucket * (int(target_lengths.max(initial=0)) + 1)
+                    + target_lengths)
+    sort_key = tf.constant(sort_key, tf.int64)
     bucket_lengths = tf.constant(lengths, tf.int64)
     source_values = tf.constant(encoded.source_values, tf.int32)
     source_splits = tf.constant(encoded.source_splits, tf.int64)
@@ -225,10 +234,11 @@ def _batches(encoded, lengths, sizes, shuffle, seed, repeat, pad_to_bucket):
     target_splits = tf.constant(encoded.target_splits, tf.int64)
 
     def epoch(order):  # order: int64 [N], this epoch's order of the pairs
-        # By bucket, then by target length within a bucket: a batch's
-        # targets are then about equally long, so little of the decoder
-        # and output layer's work is padding (a summary's length does not
-        # follow its document's); equal keys keep the random order.
+        # By bucket (then, with `sort_targets`, by target length within a
+        # bucket: a batch's targets are then about equally long, so little
+        # of the decoder and output layer's work is padding, as a
+        # summary's length does not follow its document's); equal keys
+        # keep the random order.
         by_bucket = tf.argsort(tf.gather(sort_key, order), stable=True)
         members = tf.gather(order, by_bucket)
         batch_order = tf.range(num_batches)

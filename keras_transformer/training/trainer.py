@@ -269,8 +269,9 @@ def train(
             early_stopping = keras.callbacks.EarlyStopping(
                 monitor="val_loss" if valid_ds is not None else "loss",
                 patience=early_stopping_patience)
-        budget = _TimeBudget(time_budget, spent, out, backup_every,
-                             state.get("planned_steps"))
+        budget = (_TimeBudget(time_budget, spent, out, backup_every,
+                              state.get("planned_steps"))
+                  if time_budget is not None else _RunClock(spent, out))
         checkpoint_name = (averaging.EPOCH_CHECKPOINT
                            if checkpoint_every == "epoch"
                            else averaging.STEP_CHECKPOINT)
@@ -432,18 +433,14 @@ def _check_train_args(run_dir, epochs, steps_per_epoch, validation_steps,
                 f"Received: {name}={value}")
 
 
-class _TimeBudget(keras.callbacks.Callback):
-    """Stops `fit` after the first step that ends past `budget` seconds
-    (None: never), counting `spent` seconds of earlier attempts, or once
-    the `planned_steps` of a budget's linear schedule are done; saves the
-    seconds trained into state.json every `save_every` steps and at each
-    epoch end, so that a resumed run knows what is left."""
+class _RunClock(keras.callbacks.Callback):
+    """Counts the seconds trained (`spent` of earlier attempts included)
+    and saves them into state.json at each epoch end. Epoch hooks only: a
+    batch hook would make Keras wait for every step's results."""
 
-    def __init__(self, budget, spent, run, save_every, planned_steps=None):
+    def __init__(self, spent, run):
         super().__init__()
-        self.budget, self.spent = budget, spent
-        self.run, self.save_every = run, save_every
-        self.planned_steps = planned_steps
+        self.spent, self.run = spent, run
         self.stopped = False
         self.start = time.perf_counter()
 
@@ -452,6 +449,26 @@ class _TimeBudget(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
+
+    def _save(self):
+        state = self.run.read_json(files.STATE, default={})
+        state["seconds_trained"] = round(self.seconds(), 1)
+        self.run.write_json(files.STATE, state)
+
+
+class _TimeBudget(_RunClock):
+    """Stops `fit` after the first step that ends past `budget` seconds,
+    or once the `planned_steps` of a budget's linear schedule are done;
+    also saves the seconds trained every `save_every` steps, so that a
+    resumed run knows what is left."""
+
+    def __init__(self, budget, spent, run, save_every, planned_steps=None):
+        super().__init__(spent, run)
+        self.budget, self.save_every = budget, save_every
+        self.planned_steps = planned_steps
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.save_every == 0:
@@ -464,14 +481,6 @@ class _TimeBudget(keras.callbacks.Callback):
         if done:
             self.stopped = True
             self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._save()
-
-    def _save(self):
-        state = self.run.read_json(files.STATE, default={})
-        state["seconds_trained"] = round(self.seconds(), 1)
-        self.run.write_json(files.STATE, state)
 
 
 class _EpochEndBackup(keras.callbacks.BackupAndRestore):
