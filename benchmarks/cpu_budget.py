@@ -7,7 +7,7 @@ wall-clock budget (`time_budget`), then is scored greedy and with beam 4
 on the validation split (for choosing) and the test split (for the table):
 BLEU, chrF (sacrebleu) and the share of looping outputs (`loops`).
 
-    python -m benchmarks.cpu_budget --corpus /tmp/po_more \\
+    python -m keras_transformer.benchmarks.cpu_budget --corpus /tmp/po_more \\
         --out runs/budget --minutes 10 defaults bf16 bf16_linear
 
 Every result is appended as one JSON line to `OUT/results.jsonl`.
