@@ -93,9 +93,8 @@ from keras_transformer.training.precision import (
 from keras_transformer.training.schedule import make_optimizer
 
 # The batches a time budget's probe times (after an untimed pass over
-# them), and the
-# share of the budget the linear schedule plans for (validation passes and
-# checkpoints take the rest).
+# them), and the share of the budget the linear schedule plans for
+# (validation passes and checkpoints take the rest).
 BUDGET_PROBE_STEPS = 10
 BUDGET_PLAN_SHARE = 0.9
 
@@ -473,7 +472,7 @@ class _TimeBudget(_RunClock):
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.save_every == 0:
             self._save()
-        done = self.budget is not None and self.seconds() >= self.budget
+        done = self.seconds() >= self.budget
         if self.planned_steps is not None and not done:
             # The linear schedule planned for the budget is at zero.
             done = int(keras.ops.convert_to_numpy(
