@@ -78,6 +78,19 @@ VARIANTS = {
                         "precision": "mixed_bfloat16", "dropout_rate": 0.2},
 }
 
+# The example's budgeted recipe (`quickstart.SUMMARIZATION_SETTINGS`: 640 s
+# of training, at most 5 epochs, the linear schedule planned over the
+# budget's steps, the final weights) and variants of it at the same budget.
+BUDGETED = {
+    "budget": {},
+    "budget_drop0": {"dropout_rate": 0.0},
+    "budget_drop0_ls0": {"dropout_rate": 0.0, "label_smoothing": 0.0},
+    "budget_v4k": {"vocab_size": 4000},
+    "budget_b8k": {"batch_tokens": 8192},
+    "budget_lr5e3": {"learning_rate": 5e-3},
+}
+
+
 # Search settings tried on validation for one trained variant (the
 # earlier sweep of beam 1/4/8, alpha 0.6/1.0/1.5, min_length 4/8 and no
 # blocking chose beam 4, alpha 1.5, trigram blocking: RESULTS.md).
@@ -95,8 +108,13 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "summary_words")
 
 
 def settings_of(variant: str) -> dict:
+    if variant in BUDGETED:
+        from keras_transformer.quickstart import SUMMARIZATION_SETTINGS
+
+        return {**SUMMARIZATION_SETTINGS, **BUDGETED[variant]}
     if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {sorted(VARIANTS)}. "
+        raise ValueError(f"`variant` must be one of "
+                         f"{sorted(VARIANTS) + sorted(BUDGETED)}. "
                          f"Received: variant={variant!r}")
     return {**BASE, **VARIANTS[variant]}
 
@@ -210,7 +228,8 @@ def _append(out: str, row: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    parser.add_argument("variants", nargs="+",
+                        choices=sorted(VARIANTS) + sorted(BUDGETED))
     parser.add_argument("--out", default="runs/recipe")
     parser.add_argument("--test", action="store_true",
                         help="score trained variants on the test split")
