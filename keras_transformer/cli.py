@@ -7,7 +7,9 @@
     keras-transformer summarize --run DIR [TEXT ...] [--file F] [--beam N]
     keras-transformer evaluate --run DIR --data SPEC
     keras-transformer export --run DIR --format saved_model|onnx|all|
-        ctranslate2[-int8] --out DIR
+        ctranslate2[-int8]|web --out DIR
+    keras-transformer serve-web DIR [--port 8000]   (a web export, on
+        127.0.0.1, cross-origin isolated)
     keras-transformer bench [--quick]
     keras-transformer --verbose COMMAND ...   (TensorFlow's log lines too)
 
@@ -268,22 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trained run directory")
     export.add_argument("--format", default="all",
                         choices=("saved_model", "onnx", "all",
-                                 "ctranslate2", "ctranslate2-int8"),
-                        help="what to write: all is saved_model and onnx; "
-                             "ctranslate2 needs the bench extra (default: "
-                             "%(default)s)")
+                                 "ctranslate2", "ctranslate2-int8", "web"),
+                        help="what to write: all is saved_model, onnx and, "
+                             "where `npm ci --prefix export/web` has run, "
+                             "web (OUT/web, a page that translates in the "
+                             "browser); ctranslate2 needs the bench extra "
+                             "(default: %(default)s)")
     export.add_argument("--out", required=True,
                         help="the output directory")
     export.add_argument("--quantize", choices=("int8",), default=None,
-                        help="ONNX only: int8 MatMul weights (onnxruntime "
-                             "dynamic quantization, the search loop "
-                             "included), verified against float32 ids")
+                        help="ONNX and web only: int8 MatMul weights "
+                             "(onnxruntime dynamic quantization, the search "
+                             "loop included), verified against float32 ids")
     export.add_argument("--ort-beam-search", action="store_true",
                         help="ONNX only: also write beam_ort.onnx, the "
                              "beam search as onnxruntime's BeamSearch op "
                              "(faster; ranks by score / length^alpha, not "
                              "GNMT; verified at alpha 0)")
     _add_search(export)
+
+    serve = command("serve-web", "serve a web export on 127.0.0.1",
+                    "Serve a web export (export --format web) on "
+                    "http://127.0.0.1:PORT/ with the headers that let its "
+                    "page use WebAssembly threads (cross-origin isolation). "
+                    "Browsers do not run it from file://. Ctrl-C stops.")
+    serve.add_argument("dir", help="the web export folder (OUT/web)")
+    serve.add_argument("--port", type=int, default=8000,
+                       help="the port; 0 picks a free one (default: "
+                            "%(default)s)")
 
     bench = command("bench", "speed benchmarks")
     bench.add_argument("--quick", action="store_true",
@@ -444,6 +458,13 @@ def _cmd_export(args):
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
+def _cmd_serve_web(args):
+    from keras_transformer.export.web.serve import serve_web
+    serve_web(args.dir, args.port,
+              ready=lambda url: print(f"Serving {args.dir} at {url} "
+                                      "(Ctrl-C stops)", flush=True))
+
+
 def _cmd_quickstart(args):
     from keras_transformer import quickstart
     if args.task == "summarization":
@@ -463,7 +484,10 @@ def _cmd_bench(args):
 COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
             "summarize": _cmd_translate,
             "evaluate": _cmd_evaluate, "export": _cmd_export,
-            "quickstart": _cmd_quickstart, "bench": _cmd_bench}
+            "quickstart": _cmd_quickstart, "bench": _cmd_bench,
+            "serve-web": _cmd_serve_web}
+# Commands that need no TensorFlow: its quiet import is skipped.
+_LIGHT_COMMANDS = frozenset({"serve-web"})
 
 
 def _set_backend(backend: str) -> None:
@@ -491,9 +515,10 @@ def main(argv=None) -> int:
     try:
         if getattr(args, "backend", None):
             _set_backend(args.backend)
-        from keras_transformer import _logging
+        if args.command not in _LIGHT_COMMANDS:
+            from keras_transformer import _logging
 
-        _logging.configure(verbose=args.verbose)
+            _logging.configure(verbose=args.verbose)
         COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else repr(error)
