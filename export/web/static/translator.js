@@ -268,7 +268,21 @@ export class Translator {
     return this._target.decode(Int32Array.from(kept));
   }
 
-  async _translate(texts, {beam = true} = {}) {
+  /**
+   * Runs a token graph on source ids, as `sourceIds` makes them (B rows of
+   * S ids: tokens, `[END]`, `[PAD]`). No input rule is applied here.
+   *
+   * @param {number[][]} sourceIds B rows of S ids.
+   * @param {{beam?: boolean}} options beam search (the default) or greedy.
+   * @returns {Promise<{targetIds: number[][], scores: number[]}>}
+   */
+  translateTokens(sourceIds, options = {}) {
+    const work = this._queue.then(() => this._search(sourceIds, options));
+    this._queue = work.catch(() => undefined);
+    return work;
+  }
+
+  async _search(sourceIds, {beam = true} = {}) {
     if (typeof beam !== "boolean") {
       throw new TypeError(`\`beam\` must be a boolean. Received: beam=` +
                           describe(beam));
@@ -278,27 +292,30 @@ export class Translator {
       throw new Error(`This export has no ${mode} search (it has ` +
                       `${this.modes.join(", ")}).`);
     }
-    const sourceIds = this.sourceIds(texts);
-    if (sourceIds.length === 0) {
-      return {sourceIds, targetIds: [], translations: [], scores: []};
-    }
+    if (sourceIds.length === 0) return {targetIds: [], scores: []};
     const width = sourceIds[0].length;
     const feed = new this._ort.Tensor(
       "int32", Int32Array.from(sourceIds.flat()), [sourceIds.length, width]);
     const outputs = await this._sessions[mode].run({source_ids: feed});
     // By name: outputs do not come back in the graph's order.
     const ids = outputs.target_ids;
-    const scores = outputs.score;
     const length = ids.dims[1];
-    const targetIds = sourceIds.map((_, row) => Array.from(
-      ids.data.subarray(row * length, (row + 1) * length)));
+    return {
+      targetIds: sourceIds.map((_, row) => Array.from(
+        ids.data.subarray(row * length, (row + 1) * length))),
+      scores: Array.from(outputs.score.data),
+    };
+  }
+
+  async _translate(texts, options) {
+    const sourceIds = this.sourceIds(texts);
+    const {targetIds, scores} = await this._search(sourceIds, options);
     const empty = sourceIds.map((row) => row[0] === this.manifest.end_id);
     return {
       sourceIds, targetIds,
       translations: targetIds.map((row, i) => (
         empty[i] ? "" : this.detokenize(row))),
-      scores: Array.from(scores.data, (score, i) => (
-        empty[i] ? 0 : score)),
+      scores: scores.map((score, i) => (empty[i] ? 0 : score)),
     };
   }
 
