@@ -183,6 +183,11 @@ export class Translator {
     }
     if (!options.ort) ort.env.wasm.wasmPaths = base.href;
     if (options.numThreads !== undefined) {
+      if (!Number.isInteger(options.numThreads) || options.numThreads < 1) {
+        throw new RangeError(
+          "`numThreads` must be an integer >= 1. Received: numThreads=" +
+          describe(options.numThreads));
+      }
       ort.env.wasm.numThreads = options.numThreads;
     }
     let Tokenizer = options.Tokenizer;
