@@ -35,6 +35,10 @@
  *     const translator = await Translator.load("./");
  *     const results = await translator.translate(["forty-two"], {beam: true});
  *     // [{translation: "zweiundvierzig", score: -0.41}]
+ *     await translator.translateDetailed(texts, {beam: false});
+ *     // {sourceIds, targetIds, translations, scores}
+ *     await translator.translateTokens(sourceIds, {beam: true});
+ *     // {targetIds, scores}: the graph alone, no input rule
  *
  * `Translator.load(baseUrl, options)` options, all optional:
  *   ort: an onnxruntime-web module (default: `globalThis.ort`, else the
