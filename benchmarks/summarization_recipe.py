@@ -88,6 +88,15 @@ BUDGETED = {
     "budget_v4k": {"vocab_size": 4000},
     "budget_b8k": {"batch_tokens": 8192},
     "budget_lr5e3": {"learning_rate": 5e-3},
+    # The same recipe at a fixed 4 epochs (2,460 steps, the linear
+    # schedule planned over them), so that runs sharing the machine
+    # compare at equal steps: a budget cut under load is not the
+    # example's quiet 640 s.
+    "steps4": {"time_budget": None, "epochs": 4},
+    "steps4_drop2": {"time_budget": None, "epochs": 4, "dropout_rate": 0.2},
+    "steps4_v16k": {"time_budget": None, "epochs": 4, "vocab_size": 16000},
+    "steps4_lr4e3": {"time_budget": None, "epochs": 4,
+                     "learning_rate": 4e-3},
 }
 
 
