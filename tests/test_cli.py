@@ -16,7 +16,7 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
             str(corpus_files["validation"]), "--run", run, "--preset",
             "tiny", "--epochs", "1000", "--vocab-size", "400",
             "--batch-tokens", "2048", "--average-last", "2",
-            "--time-budget", "15s", "--schedule", "linear",
+            "--time-budget", "25s", "--schedule", "linear",
             "--warmup-steps", "1", "--learning-rate", "0.002",
             "--set", "d_model=32", "--set", "max_length=40"]
     assert main(argv) == 0
@@ -33,14 +33,16 @@ def test_train_on_a_tiny_corpus(tmp_path, corpus_files, capsys):
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     assert "700 of 700 pairs kept" in metrics["data"]["length"]
     assert "trained run written" in capsys.readouterr().out
-    # 1,000 epochs do not fit in 15 seconds: the decay was planned over
-    # the steps the budget allows (fewer than the epochs'), and training
+    # 1,000 epochs do not fit in 25 seconds (the probe's compilation
+    # counts in the budget: 15 s was too little on a loaded machine): the
+    # decay was planned over the steps the budget allows (fewer than the
+    # epochs'), and training
     # stopped at the budget, within a step, or when the plan was done.
     training = metrics["training"]
     assert training["stopped"] == "time_budget"
-    assert training["time_budget"] == 15.0
-    assert training["seconds_trained"] < 60.0
-    assert (training["seconds_trained"] >= 15.0
+    assert training["time_budget"] == 25.0
+    assert training["seconds_trained"] < 90.0
+    assert (training["seconds_trained"] >= 25.0
             or training["steps"] == training["planned_steps"])
     assert training["steps"] <= training["planned_steps"]
     history = json.load(open(os.path.join(run, "history.json")))

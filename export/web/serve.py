@@ -14,6 +14,7 @@ import functools
 import http.server
 import os
 
+from keras_transformer.checks import check_int
 from keras_transformer.contract import ONNX_MANIFEST
 
 HOST = "127.0.0.1"
@@ -51,6 +52,7 @@ def make_server(directory: str | os.PathLike, port: int = DEFAULT_PORT
     yet serving (`serve_forever`; `server_address[1]` is the port).
 
     Raises:
+        TypeError: `port` is not an int.
         ValueError: `directory` is not a web export (no manifest), or
             `port` is not in [0, 65535] or not free.
     """
@@ -61,8 +63,8 @@ def make_server(directory: str | os.PathLike, port: int = DEFAULT_PORT
             "`directory` must be a web export folder (`keras-transformer "
             f"export --format web`), with index.html and {ONNX_MANIFEST}. "
             f"Received: directory={directory!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or \
-            not 0 <= port <= 65535:
+    check_int("port", port, 0)
+    if port > 65535:
         raise ValueError(
             f"`port` must be an int in [0, 65535]. Received: port={port!r}")
     handler = functools.partial(IsolatedHandler, directory=directory)

@@ -208,8 +208,10 @@ export class Translator {
                         `(${error.message}).`);
       }
     };
-    const [sourceBytes, targetBytes] = await Promise.all(
-      [read(manifest.source_model), read(manifest.target_model)]);
+    // One file after the other, so that a folder missing both names the
+    // same one (the source model) every time.
+    const sourceBytes = await read(manifest.source_model);
+    const targetBytes = await read(manifest.target_model);
     // One tokenizer after the other: creating two at once races the
     // WebAssembly module's start-up.
     const source = await Tokenizer.fromSentencePiece(sourceBytes);
