@@ -17,7 +17,7 @@ every bad input, in Node.js and in a real browser.
 
 import shutil
 
-from keras_transformer.contract import SCORE_TOLERANCE, SEARCH_MODES
+from keras_transformer.contract import SEARCH_MODES
 
 
 def export_web_checked(translator, onnx_dir: str, web_dir: str,
@@ -62,11 +62,14 @@ def check_web(translator, onnx_dir: str, web_dir: str,
               texts: list[str]) -> dict:
     """translator.js in Node.js against the Python runtimes (see module).
 
-    Returns {"sentences", "identical": {mode: count}}; raises ValueError
-    naming the first sentence that differs.
+    Every comparison is `export.parity`'s, held to every row.
+
+    Returns {"sentences", "identical": {mode: count}, "node_load_seconds"};
+    raises ValueError (`parity.check`'s) naming the first row that differs.
     """
     import tensorflow as tf
 
+    from keras_transformer.export import parity
     from keras_transformer.export.onnx.runtime import OnnxTranslator
     from keras_transformer.export.web.node import node_translate
 
@@ -75,6 +78,9 @@ def check_web(translator, onnx_dir: str, web_dir: str,
                                       for mode in SEARCH_MODES])
     runtime = OnnxTranslator(onnx_dir)
     source_ids = translator.source_ids(tf.constant(texts, tf.string)).numpy()
+    # A text with no token: "" with score 0 (the input rules).
+    empty = source_ids[:, 0] == int(runtime.config["end_id"])
+    subject = f"translator.js in Node.js ({web_dir})"
     identical = {}
     for mode, result in zip(SEARCH_MODES, answer["results"]):
         if "error" in result:
@@ -82,26 +88,24 @@ def check_web(translator, onnx_dir: str, web_dir: str,
                 f"translator.js failed on the verification sentences "
                 f"({mode}): {result['error']['message']}. Received: "
                 f"web_dir={web_dir!r}")
+        parity.check(parity.compare(result["sourceIds"], source_ids,
+                                    inputs=texts),
+                     f"{subject}, {mode}", "the Translator's source ids")
         expected = runtime.translate_tokens(source_ids, mode)
+        scores = [0.0 if empty[row] else float(score)
+                  for row, score in enumerate(expected["score"])]
+        parity.check(parity.compare(result["targetIds"],
+                                    expected["target_ids"],
+                                    result["scores"], scores, inputs=texts),
+                     f"{subject}, {mode}", f"onnxruntime on {onnx_dir}")
         strings = translator.target_tokenizer.detokenize(
             expected["target_ids"]).numpy()
-        empty = source_ids[:, 0] == int(runtime.config["end_id"])
-        same = 0
-        for row, text in enumerate(texts):
-            if (result["sourceIds"][row] != source_ids[row].tolist()
-                    or result["targetIds"][row]
-                    != expected["target_ids"][row].tolist()
-                    or result["translations"][row] != (
-                        "" if empty[row] else strings[row].decode("utf-8"))
-                    or abs(result["scores"][row] - (
-                        0.0 if empty[row] else expected["score"][row]))
-                    > SCORE_TOLERANCE):
-                raise ValueError(
-                    f"translator.js translates {text!r} ({mode}) otherwise "
-                    "than the Python runtimes: "
-                    f"{result['translations'][row]!r}. Received: "
-                    f"web_dir={web_dir!r}")
-            same += 1
-        identical[mode] = same
+        report = parity.check(
+            parity.compare(result["translations"],
+                           ["" if empty[row] else text.decode("utf-8")
+                            for row, text in enumerate(strings)],
+                           inputs=texts),
+            f"{subject}, {mode}", "the Translator's detokenizer")
+        identical[mode] = report["identical"]
     return {"sentences": len(texts), "identical": identical,
             "node_load_seconds": round(float(answer["load_seconds"]), 3)}

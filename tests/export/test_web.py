@@ -186,6 +186,28 @@ def test_export_run_writes_the_folder_and_checks_it_in_node(
         export_run("unused", str(tmp_path), "web", beam_op=True)
 
 
+
+@pytest.mark.slow
+def test_check_web_fails_when_translator_js_differs(
+        web_export, reverse_digits_onnx, monkeypatch):
+    # The export's check must catch one changed id: Node.js answers as it
+    # does, then one target id of one row is changed before the check.
+    import keras_transformer.export.web.node as node
+    from keras_transformer.export.web.verify import check_web
+
+    model, out, _ = web_export
+    real = node.node_translate
+
+    def one_id_off(*args, **kwargs):
+        answer = real(*args, **kwargs)
+        answer["results"][0]["targetIds"][1][1] += 1
+        return answer
+
+    monkeypatch.setattr(node, "node_translate", one_id_off)
+    with pytest.raises(ValueError, match="differs from onnxruntime"):
+        check_web(model.translator, reverse_digits_onnx.onnx_dir, str(out),
+                  model.texts[:5])
+
 # -- a real browser ----------------------------------------------------------
 
 @pytest.fixture(scope="module")

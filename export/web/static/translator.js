@@ -249,10 +249,15 @@ export class Translator {
    *   them (padded).
    */
   translateDetailed(texts, options = {}) {
-    // One search at a time: a session runs one call at once.
-    const work = this._queue.then(() => this._translate(texts, options));
-    this._queue = work.catch(() => undefined);
-    return work;
+    return this._enqueue(() => this._translate(texts, options));
+  }
+
+  /** Runs `work` after every call before it: a session runs one call at
+   *  once. A failed call does not stop the ones after it. */
+  _enqueue(work) {
+    const result = this._queue.then(work);
+    this._queue = result.catch(() => undefined);
+    return result;
   }
 
   /** The source ids of `texts` (B rows of S ids), as Python makes them. */
@@ -288,9 +293,7 @@ export class Translator {
    * @returns {Promise<{targetIds: number[][], scores: number[]}>}
    */
   translateTokens(sourceIds, options = {}) {
-    const work = this._queue.then(() => this._search(sourceIds, options));
-    this._queue = work.catch(() => undefined);
-    return work;
+    return this._enqueue(() => this._search(sourceIds, options));
   }
 
   async _search(sourceIds, {beam = true} = {}) {
