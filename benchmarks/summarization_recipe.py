@@ -84,10 +84,6 @@ VARIANTS = {
 BUDGETED = {
     "budget": {},
     "budget_drop0": {"dropout_rate": 0.0},
-    "budget_drop0_ls0": {"dropout_rate": 0.0, "label_smoothing": 0.0},
-    "budget_v4k": {"vocab_size": 4000},
-    "budget_b8k": {"batch_tokens": 8192},
-    "budget_lr5e3": {"learning_rate": 5e-3},
     # The same recipe at a fixed 4 epochs (2,460 steps, the linear
     # schedule planned over them), so that runs sharing the machine
     # compare at equal steps: a budget cut under load is not the
