@@ -141,6 +141,27 @@ def test_linear_decay_round_trips_and_rejects_bad_plans():
         LinearDecaySchedule(0.0, 10, 50)
 
 
+def test_linear_decay_replans_inside_a_traced_step():
+    import tensorflow as tf
+
+    schedule = LinearDecaySchedule(1e-3, 10, 110)
+    rate = tf.function(lambda step: schedule(step))
+    np.testing.assert_allclose(float(rate(tf.constant(59))),
+                               linear_decay_reference(60, 1e-3, 10, 110),
+                               rtol=1e-5)
+    # The function traced with the first plan computes the second.
+    assert schedule.replan(70) == 70
+    np.testing.assert_allclose(float(rate(tf.constant(59))),
+                               linear_decay_reference(60, 1e-3, 10, 70),
+                               rtol=1e-5)
+    assert float(rate(tf.constant(70))) == 0.0
+    assert schedule.get_config()["total_steps"] == 70
+    # A plan inside the warm-up still ends after it.
+    assert schedule.replan(3) == 11
+    with pytest.raises(ValueError, match="`total_steps`"):
+        schedule.replan(0)
+
+
 def test_make_optimizer_follows_the_config_schedule():
     config = TransformerConfig.from_preset("tiny", warmup_steps=20,
                                            schedule="linear",

@@ -286,6 +286,33 @@ def test_linear_schedule_plans_the_runs_steps(tmp_path):
                                [1e-3 * 4 / 7, 0.0], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
+def test_time_budget_replans_a_misjudged_decay(tmp_path, monkeypatch):
+    # A probe that says steps are 1,000x faster than they are plans the
+    # decay over all 4,000 steps of the epochs; once the first epoch has
+    # ended, the plan follows the measured step time, so the run ends
+    # with its rate near zero at the budget instead of stopping near the
+    # peak.
+    from keras_transformer.training import trainer
+
+    monkeypatch.setattr(trainer, "_probe_step_seconds",
+                        lambda *args, **kwargs: 1e-5)
+    config = tiny_config(schedule="linear", warmup_steps=2,
+                         learning_rate=1e-3)
+    _, history = train(config, copy_task_dataset(batch_size=8), None,
+                       str(tmp_path), epochs=1000, steps_per_epoch=20,
+                       average_last=None, time_budget=12.0, backup_every=10)
+    state = read_json(os.path.join(tmp_path, "checkpoints", "state.json"))
+    assert state["probe_step_seconds"] == 0.0
+    steps = state["steps"]
+    assert 20 < steps <= state["planned_steps"] < 1000 * 20
+    # Rates are logged at epoch ends: early ones near the first plan's,
+    # the last near zero (within 10% of the peak).
+    assert history["learning_rate"][0] > 0.9e-3
+    assert history["learning_rate"][-1] < 0.1e-3
+    assert state["seconds_trained"] < 40.0
+
+
 def test_linear_schedule_needs_a_known_length(tmp_path):
     config = tiny_config(schedule="linear", warmup_steps=2)
     with pytest.raises(ValueError, match="`steps_per_epoch`"):

@@ -86,6 +86,12 @@ class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
     warmup_steps)) and the weights it ends with are those of a rate that
     went to zero, which a short run needs more than averaging.
 
+    `replan(total_steps)` moves the end of the decay while training runs:
+    the plan is a variable that the traced train step reads at every step
+    (on TensorFlow and PyTorch; a JAX train step is compiled with the
+    value it saw when it was traced). `train()` re-plans a time budget's
+    decay from the measured step time.
+
     Args:
         peak: float, the rate at step `warmup_steps`.
         warmup_steps: int, the steps of the linear warm-up.
@@ -120,12 +126,24 @@ class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.peak = float(peak)
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
+        self._planned = keras.Variable(
+            float(total_steps), dtype="float32", trainable=False,
+            name="planned_steps")
+
+    def replan(self, total_steps: int) -> int:
+        """Moves the last planned step to `total_steps` (at least
+        `warmup_steps + 1`); returns the plan it set."""
+        check_positive_int("total_steps", total_steps)
+        self.total_steps = max(int(total_steps), self.warmup_steps + 1)
+        self._planned.assign(float(self.total_steps))
+        return self.total_steps
 
     def __call__(self, iterations):
         step = keras.ops.cast(iterations, "float32") + 1.0
+        total = keras.ops.cast(self._planned, "float32")
         warmup = step / float(self.warmup_steps)
-        decay = ((float(self.total_steps) + 1.0 - step)
-                 / float(self.total_steps + 1 - self.warmup_steps))
+        decay = ((total + 1.0 - step)
+                 / (total + 1.0 - float(self.warmup_steps)))
         fraction = keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
         return self.peak * fraction
 

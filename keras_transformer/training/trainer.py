@@ -47,9 +47,12 @@ the rest of its budget. A config whose `schedule` is "linear" plans its
 decay over the steps the budget allows: before training, a throwaway copy
 of the model times `BUDGET_PROBE_STEPS` steps on the first batches, and
 the plan is the fewer of the epochs' steps and 90% of the budget over that
-step time; the plan is saved in state.json and reused on resume, and
-training stops when the plan is done (its rate is then zero), even with
-budget left.
+step time. The probe misjudges the real step (other batch shapes, the
+input pipeline, validation), so once the first epoch has ended the plan
+is re-planned as training goes, from the step time measured since then
+(see `_TimeBudget`; TensorFlow and PyTorch). The plan is saved in
+state.json and reused on resume, and training stops when the plan is done
+(its rate is then zero), even with budget left.
 
 Precision. `precision` ("float32", "mixed_bfloat16" or "mixed_float16";
 see `training.precision`) is the Keras dtype policy the model is built and
@@ -90,7 +93,10 @@ from keras_transformer.training.precision import (
     model_precision,
     resolve_precision,
 )
-from keras_transformer.training.schedule import make_optimizer
+from keras_transformer.training.schedule import (
+    LinearDecaySchedule,
+    make_optimizer,
+)
 
 # The batches a time budget's probe times (after an untimed pass over
 # them), and the share of the budget the linear schedule plans for
@@ -219,7 +225,8 @@ def train(
     run = RunDirectory(run_dir)
     if precision == "auto":
         precision = resolve_precision(precision, run)
-    total_steps = planned_steps(train_ds, epochs, steps_per_epoch)
+    total_steps = max_steps = planned_steps(train_ds, epochs,
+                                            steps_per_epoch)
     state = run.read_json(files.STATE, default={})
     spent = state.get("seconds_trained", 0.0)
     if (time_budget is not None and not state.get("finished")
@@ -269,7 +276,7 @@ def train(
                 monitor="val_loss" if valid_ds is not None else "loss",
                 patience=early_stopping_patience)
         budget = (_TimeBudget(time_budget, spent, out, backup_every,
-                              state.get("planned_steps"))
+                              state.get("planned_steps"), max_steps)
                   if time_budget is not None else _RunClock(spent, out))
         checkpoint_name = (averaging.EPOCH_CHECKPOINT
                            if checkpoint_every == "epoch"
@@ -462,24 +469,76 @@ class _TimeBudget(_RunClock):
     """Stops `fit` after the first step that ends past `budget` seconds,
     or once the `planned_steps` of a budget's linear schedule are done;
     also saves the seconds trained every `save_every` steps, so that a
-    resumed run knows what is left."""
+    resumed run knows what is left.
 
-    def __init__(self, budget, spent, run, save_every, planned_steps=None):
+    With a plan, it re-plans the linear decay every `save_every` steps and
+    at each epoch end once this attempt's first epoch has ended: the steps
+    left are `BUDGET_PLAN_SHARE` of the budget left over the seconds per
+    step measured since that first epoch end (validation and checkpoints
+    included; the first epoch, which traces the batch shapes, is not),
+    capped by `max_steps` (the epochs' steps) when known. The plan is
+    saved in state.json. Not on JAX, whose compiled step keeps the plan it
+    was traced with.
+    """
+
+    def __init__(self, budget, spent, run, save_every, planned_steps=None,
+                 max_steps=None):
         super().__init__(spent, run)
         self.budget, self.save_every = budget, save_every
         self.planned_steps = planned_steps
+        self.max_steps = max_steps
+        self.window = None  # (seconds, step) at the first epoch end
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.save_every == 0:
+            self._replan()
             self._save()
         done = self.seconds() >= self.budget
         if self.planned_steps is not None and not done:
             # The linear schedule planned for the budget is at zero.
-            done = int(keras.ops.convert_to_numpy(
-                self.model.optimizer.iterations)) >= self.planned_steps
+            done = self._step() >= self.planned_steps
         if done:
             self.stopped = True
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.planned_steps is not None and self.window is None:
+            self.window = (self.seconds(), self._step())
+        self._replan()
+        super().on_epoch_end(epoch, logs)
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _replan(self):
+        schedule = _linear_schedule(self.model.optimizer)
+        if (self.window is None or schedule is None
+                or keras.backend.backend() == "jax"):
+            return
+        step, now = self._step(), self.seconds()
+        if step - self.window[1] < 1:
+            return
+        step_seconds = (now - self.window[0]) / (step - self.window[1])
+        plan = step + int(BUDGET_PLAN_SHARE * max(self.budget - now, 0.0)
+                          / step_seconds)
+        if self.max_steps is not None:
+            plan = min(plan, self.max_steps)
+        self.planned_steps = schedule.replan(max(plan, step + 1))
+
+    def _save(self):
+        state = self.run.read_json(files.STATE, default={})
+        state["seconds_trained"] = round(self.seconds(), 1)
+        if self.planned_steps is not None:
+            state["planned_steps"] = self.planned_steps
+        self.run.write_json(files.STATE, state)
+
+
+def _linear_schedule(optimizer):
+    """The optimizer's `LinearDecaySchedule` (inside a loss-scale
+    wrapper too), or None."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, LinearDecaySchedule) else None
 
 
 class _EpochEndBackup(keras.callbacks.BackupAndRestore):
