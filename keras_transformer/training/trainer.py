@@ -50,7 +50,7 @@ the plan is the fewer of the epochs' steps and 90% of the budget over that
 step time. The probe misjudges the real step (other batch shapes, the
 input pipeline, validation), so once the first epoch has ended the plan
 is re-planned as training goes, from the step time measured since then
-(see `_TimeBudget`; TensorFlow and PyTorch). The plan is saved in
+(see `_TimeBudget`; not on JAX). The plan is saved in
 state.json and reused on resume, and training stops when the plan is done
 (its rate is then zero), even with budget left.
 
@@ -512,7 +512,7 @@ class _TimeBudget(_RunClock):
 
     def _replan(self):
         schedule = _linear_schedule(self.model.optimizer)
-        if (self.window is None or schedule is None
+        if (self.window is None or schedule is None or self.stopped
                 or keras.backend.backend() == "jax"):
             return
         step, now = self._step(), self.seconds()
