@@ -88,8 +88,8 @@ class LinearDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     `replan(total_steps)` moves the end of the decay while training runs:
     the plan is a variable that the traced train step reads at every step
-    (on TensorFlow and PyTorch; a JAX train step is compiled with the
-    value it saw when it was traced). `train()` re-plans a time budget's
+    (tested on TensorFlow; a JAX train step is compiled with the value it
+    saw when it was traced). `train()` re-plans a time budget's
     decay from the measured step time.
 
     Args:

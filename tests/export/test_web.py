@@ -186,7 +186,6 @@ def test_export_run_writes_the_folder_and_checks_it_in_node(
         export_run("unused", str(tmp_path), "web", beam_op=True)
 
 
-
 @pytest.mark.slow
 def test_check_web_fails_when_translator_js_differs(
         web_export, reverse_digits_onnx, monkeypatch):
@@ -207,6 +206,7 @@ def test_check_web_fails_when_translator_js_differs(
     with pytest.raises(ValueError, match="differs from onnxruntime"):
         check_web(model.translator, reverse_digits_onnx.onnx_dir, str(out),
                   model.texts[:5])
+
 
 # -- a real browser ----------------------------------------------------------
 
