@@ -51,8 +51,9 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
             samples.txt (held-out sentences, >= 50 when available).
         settings: `SearchSettings` the exports run with; defaults to
             those of the run's task (`SearchSettings.for_config`).
-        quantize: None or "int8": ONNX graphs with int8 MatMul weights
-            (`export_onnx`); only with format "onnx", "all" or "web".
+        quantize: None, "int8" or "float16": ONNX graphs with smaller
+            weights (`export_onnx`); only with format "onnx", "all" or
+            "web".
         beam_op: bool, also write the opt-in `beam_ort.onnx`
             (onnxruntime's BeamSearch op; `export.onnx.beam_op`); only
             with format "onnx" or "all" and float32.

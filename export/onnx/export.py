@@ -36,7 +36,6 @@ import onnx
 
 from keras_transformer.checks import check_int
 from keras_transformer.contract import (
-    INT8_MIN_AGREEMENT,
     ONNX_BEAM_OP_GRAPH,
     ONNX_FORMAT,
     ONNX_GRAPHS,
@@ -81,7 +80,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 verify: bool = True,
                 score_tolerance: float = SCORE_TOLERANCE,
                 quantize: str | None = None,
-                min_agreement: float = INT8_MIN_AGREEMENT,
+                min_agreement: float | None = None,
                 beam_op: bool = False) -> dict:
     """Writes the searches of `translator` as ONNX graphs and verifies them.
 
@@ -100,15 +99,19 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         texts, source_ids, saved_model_dir, score_tolerance: as in
             `verify_onnx`.
         verify: bool, run `verify_onnx`. Defaults to True.
-        quantize: None (float32 weights, the default) or "int8": each
-            token graph goes through `export.onnx.quantize.quantize_search`
-            (int8 MatMul weights, Loop body included) before the text graph
-            embeds it. An int8 export cannot give the float32 ids on every
-            sentence: `verify_onnx` then requires the TensorFlow ids on at
-            least `min_agreement` of them instead of all.
-        min_agreement: float in (0, 1], the share of sentences an int8
+        quantize: None (float32 weights, the default), "int8" or
+            "float16": each token graph goes through
+            `export.onnx.quantize.quantize_search` before the text graph
+            embeds it ("int8": the decoder step's MatMuls in int8 and every
+            other weight stored as int8, about 3.8x smaller; "float16":
+            the weights stored as float16, 2x smaller, computed in
+            float32). A quantized export cannot give the float32 ids on
+            every sentence: `verify_onnx` then requires the TensorFlow ids
+            on at least `min_agreement` of them instead of all.
+        min_agreement: float in (0, 1], the share of sentences a quantized
             export must translate as TensorFlow does. Defaults to
-            `contract.INT8_MIN_AGREEMENT` (0.95).
+            `contract.QUANTIZED_MIN_AGREEMENT[quantize]` (int8 0.8,
+            float16 0.95).
         beam_op: bool, also write `export.onnx.beam_op.ONNX_BEAM_OP_GRAPH`,
             the beam search as onnxruntime's BeamSearch op (opt-in: it
             ranks by log P / length^alpha, not GNMT; see that module),
@@ -122,9 +125,10 @@ def export_onnx(translator, out_dir: str | os.PathLike,
         (mode -> count by op type in the token graph, subgraphs included),
         `text_nodes` and `text_op_types` (the same for the text graph),
         `conversion_seconds` (mode -> seconds, both graphs),
-        `quantization` (None or "int8"), `float32_bytes` (mode -> bytes
-        of the token graph before quantization), `matmuls` (mode ->
-        `export.onnx.quantize.matmul_counts` of the token graph),
+        `quantization` (None, "int8" or "float16"), `float32_bytes`
+        (mode -> bytes of the token graph before quantization),
+        `matmuls` (mode -> `export.onnx.quantize.matmul_counts` of the
+        token graph),
         `verification` (the `verify_onnx` report, or None) and
         `beam_op` (None, or `verify_beam_op`'s report, or {} unverified).
 

@@ -1,12 +1,12 @@
-"""int8 weights for the decoder step of an exported search graph.
+"""Smaller weights for an exported search graph: int8 and float16.
 
-`quantize_search(model, "int8")` applies onnxruntime's dynamic quantization
-(`onnxruntime.quantization.quantize_dynamic`) to the MatMuls of the Loop
-body, the decoder step that runs once per output token: their weights
-become int8 (signed, one scale per output column), and each activation is
-quantized to uint8 on the fly. uint8 x int8 is the product that AVX-512
-VNNI (and AVX2) multiply natively, and that onnxruntime fuses into
-`MatMulIntegerToFloat`. What stays float32, and why:
+`quantize_search(model, "int8")` applies onnxruntime's dynamic
+quantization (`onnxruntime.quantization.quantize_dynamic`) to the MatMuls
+of the Loop body, the decoder step that runs once per output token: their
+weights become int8 (signed, one scale per output column), and each
+activation is quantized to uint8 on the fly. uint8 x int8 is the product
+that AVX-512 VNNI (and AVX2) multiply natively, and that onnxruntime fuses
+into `MatMulIntegerToFloat`. What computes in float32, and why:
 
 - the output projection (the logits MatMul, the tied embedding
   transposed): it decides the argmax, and the misses of int8 are near-ties
@@ -14,13 +14,40 @@ VNNI (and AVX2) multiply natively, and that onnxruntime fuses into
 - the main graph (the encoder and the cross-attention keys and values):
   it runs once per sentence, so int8 there saves little time, but its
   errors reach every decoder step;
-- the embedding tables (Gather): in int8 (one scale per table) they made
-  the "small" model 3.2x smaller instead of 1.6x, but flipped 2-4% more
-  of its translations.
+- the embedding tables (Gather).
 
-Measured on the "small" model trained on the .po corpus of
-`benchmarks/po_corpus.py` (205 held-out sentences, ids equal to float32,
-greedy / beam 4), with the file size against float32:
+Those weights are still *stored* as int8 (`store_weights`: symmetric, one
+scale per row of a table or output column of a matrix, rebuilt in float32
+by constant nodes that onnxruntime folds when it loads the graph), so the
+file is about 3.8x smaller than float32 instead of 1.3x.
+`quantize_search(model, "float16")` only stores the weight matrices as
+float16 (rebuilt the same way): 2x smaller, computed in float32.
+
+The frontier, on the `small` English-German model of the 30-minute
+recipe (benchmarks/RESULTS.md, "int8 ONNX"; 2,120 test sentences of the
+.po corpus, translations identical to float32 greedy / beam, BLEU greedy
+/ beam, file size against float32's 38.9 MB):
+
+    float32                                 100 / 100       27.33 / 28.83  1
+    float16 storage ("float16")             99.8 / 99.9     27.36 / 28.85  0.51
+    int8 step only (the earlier "int8")     92.8 / 93.6     27.15 / 28.79  0.79
+    int8 storage only, float32 compute      92.1 / 93.6     27.28 / 28.81  0.26
+    ... of the tables alone                 95.1 / 95.1     27.58 / 28.86  0.69
+    ... of the other matrices alone         93.7 / 94.4     27.38 / 28.83  0.58
+    float16 tables, int8 matrices           93.8 / 94.4     27.24 / 28.85  0.37
+    int8 step + int8 storage ("int8")       91.4 / 92.5     27.35 / 28.71  0.27
+
+Rounding any group of this model's weights to int8, per channel, changes
+5-8% of its translations (near-ties between two continuations; BLEU moves
+by at most 0.3 either way), so no int8 point reaches 97% identical here;
+float16 does, at half the size. Time against float32 (onnxruntime, 5
+interleaved rounds, quiet machine): "int8" 0.83x greedy / 0.88x beam at
+batch 1 and 0.92x / 0.86x at batch 32; "float16" runs as float32 does
+(0.92-0.97x: its weights are float32 again once loaded).
+
+Earlier measurements of the int8 step alone (before int8 storage), on a
+"small" model of a smaller .po corpus (205 held-out sentences, ids equal
+to float32, greedy / beam 4), with the file size against float32:
 
     all weight MatMuls int8        92.2% / 96.1%   0.58
     ... but the output projection  94.6% / 96.1%   0.53
@@ -82,7 +109,7 @@ from keras_transformer.export.onnx.lean import (
     hoist_loop_invariants,
 )
 
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "float16")
 # Op types of a quantized MatMul, before and after onnxruntime's fusions.
 QUANTIZED_MATMULS = ("MatMulInteger", "DynamicQuantizeMatMul",
                      "MatMulIntegerToFloat")
@@ -102,17 +129,20 @@ def check_quantize(quantize) -> str | None:
 
 def quantize_search(model: onnx.ModelProto,
                     quantize: str = "int8") -> onnx.ModelProto:
-    """Returns a copy of a search graph with int8 MatMul weights.
+    """Returns a copy of a search graph with smaller weights.
 
     Args:
         model: an `onnx.ModelProto` from `export.onnx.convert_search`.
-        quantize: str, the quantization; only "int8" for now.
+        quantize: "int8" or "float16" (the module docstring compares them).
 
     Returns:
-        A new `onnx.ModelProto` with the same inputs and outputs; every
-        MatMul with a weight operand in the Loop body, but the output
-        projection, is a `MatMulInteger` after a `DynamicQuantizeLinear`.
-        The main graph keeps float32 (the module docstring says why).
+        A new `onnx.ModelProto` with the same inputs and outputs.
+        "int8": every MatMul with a weight operand in the Loop body, but
+        the output projection, is a `MatMulInteger` after a
+        `DynamicQuantizeLinear`; every other weight matrix is stored as
+        int8 with per-channel scales (`store_weights`) and computes in
+        float32. "float16": every weight matrix is stored as float16 and
+        computes in float32.
 
     Raises:
         ValueError: `quantize` is not one of `QUANTIZATIONS`.
@@ -131,25 +161,30 @@ def quantize_search(model: onnx.ModelProto,
     fold_weight_views(prepared.graph)
     _einsums_to_matmuls(prepared.graph)
     drop_unused_initializers(prepared.graph)
-    # onnxruntime's pre-processing (shape inference, graph fusions) has no
-    # effect on these graphs: mark it done, so the quantizer does not log
-    # a warning to run it.
-    onnx.helper.set_model_props(
-        prepared, {"onnx.quant.pre_process": "onnxruntime.quant"})
-    with tempfile.TemporaryDirectory(prefix="kt-quantize-") as tmp:
-        path = os.path.join(tmp, "quantized.onnx")
-        quantize_dynamic(
-            prepared, path, weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=list(_QUANTIZED_OPS),
-            nodes_to_exclude=_float_matmuls(prepared.graph),
-            extra_options={"EnableSubgraph": True,
-                           "MatMulConstBOnly": True})
-        quantized = onnx.load(path)
-    # The quantizer drops the metadata and renames nothing else.
-    quantized.producer_name = model.producer_name
-    quantized.graph.name = model.graph.name
-    del quantized.metadata_props[:]
+    if quantize == "float16":
+        quantized = prepared
+    else:
+        # onnxruntime's pre-processing (shape inference, graph fusions) has
+        # no effect on these graphs: mark it done, so the quantizer does
+        # not log a warning to run it.
+        onnx.helper.set_model_props(
+            prepared, {"onnx.quant.pre_process": "onnxruntime.quant"})
+        with tempfile.TemporaryDirectory(prefix="kt-quantize-") as tmp:
+            path = os.path.join(tmp, "quantized.onnx")
+            quantize_dynamic(
+                prepared, path, weight_type=QuantType.QInt8,
+                per_channel=True, op_types_to_quantize=list(_QUANTIZED_OPS),
+                nodes_to_exclude=_float_matmuls(prepared.graph),
+                extra_options={"EnableSubgraph": True,
+                               "MatMulConstBOnly": True})
+            quantized = onnx.load(path)
+        # The quantizer drops the metadata and renames nothing else.
+        quantized.producer_name = model.producer_name
+        quantized.graph.name = model.graph.name
+        del quantized.metadata_props[:]
     compact(quantized.graph)
+    store_weights(quantized.graph, quantize)
+    drop_unused_initializers(quantized.graph)
     name_dims(quantized.graph)
     onnx.checker.check_model(quantized)
     return quantized
@@ -229,3 +264,91 @@ def _einsums_to_matmuls(main):
                                        [out], name=f"{node.name}/matmul")]
     del main.node[:]
     main.node.extend(nodes)
+
+
+# -- weights stored in fewer bits, computed in float32 ---------------------
+
+# Op types that may read a stored weight. A table read by Gather (and the
+# tied output projection, read through a Transpose) gets one int8 scale
+# per row, i.e. per token; a MatMul's right-hand side one per output column.
+_ROW_READERS = ("Gather", "Transpose")
+_COLUMN_READERS = ("MatMul",)
+_MIN_STORED_ELEMENTS = 4096
+STORAGE_TYPES = ("int8", "float16")
+
+
+def store_weights(main, dtype: str) -> int:
+    """Stores the large float32 weights of `main` as int8 or float16.
+
+    Each float32 initializer of the main graph that is a matrix of at
+    least `_MIN_STORED_ELEMENTS` values and is read only as a MatMul's
+    right operand or by Gather or Transpose nodes is replaced by a smaller
+    constant and the nodes that rebuild it under its own name, so every
+    reader is unchanged and computes in float32:
+
+    - "int8": symmetric int8 values with one float32 scale per channel
+      (per row of a table, per output column of a MatMul weight),
+      `Cast` to float32 then `Mul` by the scales: about 4x smaller, each
+      value within half a step (max|channel| / 254) of the float32 one;
+    - "float16": the values in float16 and a `Cast` to float32: 2x
+      smaller, float16's rounding.
+
+    Both are made of constants only, so onnxruntime folds them once when
+    it loads the graph (its constant folding; a `DequantizeLinear` is not
+    folded by default, which is why it is not used here): the session
+    holds the float32 weights and runs as fast as the float32 graph.
+
+    Args:
+        main: the main `onnx.GraphProto` (its initializers are rewritten).
+        dtype: "int8" or "float16".
+
+    Returns:
+        The number of initializers stored in `dtype`.
+    """
+    if dtype not in STORAGE_TYPES:
+        raise ValueError(f"`dtype` must be one of {STORAGE_TYPES}. "
+                         f"Received: dtype={dtype!r}")
+    readers = collections.defaultdict(list)
+    for graph, _ in graphs(main):
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                readers[name].append((node.op_type, index))
+    stored, tensors, nodes = [], [], []
+    for tensor in main.initializer:
+        uses = readers.get(tensor.name, [])
+        if (tensor.data_type != onnx.TensorProto.FLOAT
+                or len(tensor.dims) != 2
+                or np.prod(tensor.dims) < _MIN_STORED_ELEMENTS or not uses):
+            continue
+        if all(op in _ROW_READERS and index == 0 for op, index in uses):
+            axis = 0
+        elif all(op in _COLUMN_READERS and index == 1 for op, index in uses):
+            axis = 1
+        else:
+            continue
+        name, weight = tensor.name, numpy_helper.to_array(tensor)
+        stored.append(tensor)
+        cast = helper.make_node("Cast", [f"{name}/{dtype}"], [name],
+                                name=f"{name}/cast", to=onnx.TensorProto.FLOAT)
+        if dtype == "float16":
+            tensors.append(numpy_helper.from_array(
+                weight.astype(np.float16), f"{name}/float16"))
+            nodes.append(cast)
+            continue
+        scale = np.max(np.abs(weight), axis=1 - axis, keepdims=True) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        values = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        cast.output[0] = f"{name}/float"
+        tensors += [numpy_helper.from_array(values, f"{name}/int8"),
+                    numpy_helper.from_array(scale, f"{name}/scale")]
+        nodes += [cast, helper.make_node(
+            "Mul", [f"{name}/float", f"{name}/scale"], [name],
+            name=f"{name}/dequantize")]
+    for tensor in stored:
+        main.initializer.remove(tensor)
+    main.initializer.extend(tensors)
+    # Before every other node: the graph stays topologically sorted.
+    existing = list(main.node)
+    del main.node[:]
+    main.node.extend(nodes + existing)
+    return len(stored)

@@ -18,10 +18,10 @@ compares it with TensorFlow on the same sentences: the given texts plus
 
 Each comparison is an `export.parity` report (under `parity`): scores
 must be within `score_tolerance` (onnxruntime sums in another order than
-TensorFlow). An int8 export (`"quantization": "int8"` in its manifest,
-`export.onnx.quantize`) cannot match float32 TensorFlow on every
+TensorFlow). A quantized export (`"quantization": "int8"` or `"float16"` in its
+manifest, `export.onnx.quantize`) cannot match float32 TensorFlow on every
 sentence: its ids (or strings) must equal TensorFlow's on at least
-`min_agreement` of the sentences (`INT8_MIN_AGREEMENT` by default), and
+`min_agreement` of the sentences (`QUANTIZED_MIN_AGREEMENT` by default), and
 its scores are reported, not checked. `graph_summary` counts what a
 graph holds (op types, constant bytes, duplicated constants) for the
 export's report.
@@ -44,7 +44,10 @@ import tensorflow as tf
 from onnx import numpy_helper
 
 from keras_transformer.checks import check_float, check_int
-from keras_transformer.contract import INT8_MIN_AGREEMENT, SCORE_TOLERANCE
+from keras_transformer.contract import (
+    QUANTIZED_MIN_AGREEMENT,
+    SCORE_TOLERANCE,
+)
 from keras_transformer.export import parity
 from keras_transformer.export.onnx.convert import SEARCH_FUNCTIONS
 from keras_transformer.export.onnx.graph import graphs
@@ -147,7 +150,8 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
             strings) must equal TensorFlow's on at least this share of
             the sentences, scores are not checked and the differences are
             listed under `mismatches`. Defaults to 1 for a float32 export
-            and `INT8_MIN_AGREEMENT` for a quantized one.
+            and `QUANTIZED_MIN_AGREEMENT[quantization]` for a quantized
+            one.
 
     Returns:
         A report dict: `sentences`; `identical` (mode -> sentences whose
@@ -176,8 +180,7 @@ def verify_onnx(onnx_dir: str | os.PathLike, translator,
     check_int("batch_size", batch_size, 1)
     quantization = config.get("quantization")
     if min_agreement is None:
-        min_agreement = (1.0 if quantization == "float32"
-                         else INT8_MIN_AGREEMENT)
+        min_agreement = QUANTIZED_MIN_AGREEMENT.get(quantization, 1.0)
     min_agreement = check_float("min_agreement", min_agreement, 0.0)
     if not 0.0 < min_agreement <= 1.0:
         raise ValueError(
