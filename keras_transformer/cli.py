@@ -48,7 +48,7 @@ def _add_search(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "search", "defaults: the run's task (translation: the paper's beam "
                   "4, length penalty 0.6, source + 50 tokens; "
-                  "summarization: also trigram blocking and the model's "
+                  "summarization: also bigram blocking and the model's "
                   "target length as the output limit)")
     beam = group.add_mutually_exclusive_group()
     beam.add_argument("--beam", type=int, default=None,

@@ -89,9 +89,9 @@ def test_cli_summarize_and_evaluate_report_rouge(summarization_run, capsys):
     assert evaluation["task"] == "summarization"
     assert evaluation["num_documents"] == 24
     assert 0.0 <= evaluation["rouge1"] <= 100.0
-    # The run's defaults with the flag given: trigram blocking, the
+    # The run's defaults with the flag given: bigram blocking, the
     # model's target length as the limit, the minimum length.
-    assert evaluation["search"]["no_repeat_ngram_size"] == 3
+    assert evaluation["search"]["no_repeat_ngram_size"] == 2
     assert evaluation["search"]["max_output_tokens"] == TARGET_LENGTH
     assert evaluation["search"]["min_length"] == 2
 
@@ -187,7 +187,7 @@ def test_search_settings_for_each_task():
     config = TransformerConfig.from_preset("summarization")
     summary = SearchSettings.for_config(config, beam_size=2)
     assert (summary.max_output_tokens, summary.no_repeat_ngram_size,
-            summary.beam_size, summary.length_penalty) == (128, 3, 2, 1.5)
+            summary.beam_size, summary.length_penalty) == (128, 2, 2, 1.5)
     assert summary.output_limit(64) == 64
     assert SearchSettings.from_dict(summary.to_dict()) == summary
     with pytest.raises(ValueError, match="`min_length`"):
