@@ -43,6 +43,9 @@ VARIANTS = {
                     "average_last": 2},
     "recipe": RECIPE,
     "recipe_b3k": {**RECIPE, "batch_tokens": 3000},
+    # The knob search around recipe_b3k, one knob at a time.
+    "recipe_b3k_lr15": {**RECIPE, "batch_tokens": 3000,
+                        "learning_rate": 1.5e-3},
     "bf16_linear_lr1": {"precision": "mixed_bfloat16", "schedule": "linear",
                         "warmup_steps": 200, "learning_rate": 1e-3,
                         "average_last": 2},
