@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="TSV file: source TAB reference")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    config = read_config(args.dirs[0])
+    configs = {d: read_config(d) for d in args.dirs}
+    config = configs[args.dirs[0]]
     if config["quantization"] != "float32":
         parser.error(f"the first directory must be a float32 export; "
                      f"{args.dirs[0]} is {config['quantization']}")
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     limit, end_id = int(config["max_source_tokens"]), int(config["end_id"])
     ids = [source.encode(text)[:limit] + [end_id] for text in sources]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    sessions = {(d, mode): make_session(os.path.join(
-        d, read_config(d)["graphs"][mode])) for d in args.dirs
-        for mode in MODES}
+    paths = {(d, mode): os.path.join(d, configs[d]["graphs"][mode])
+             for d in args.dirs for mode in MODES}
+    sessions = {key: make_session(path) for key, path in paths.items()}
     rows, outputs = {}, {}
     for (d, mode), session in sessions.items():
         found = [None] * len(ids)
@@ -93,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         reference = outputs[args.dirs[0], mode]
         rows[d, mode] = {
             "dir": d, "mode": mode,
-            "quantization": read_config(d)["quantization"],
-            "megabytes": round(os.path.getsize(os.path.join(
-                d, read_config(d)["graphs"][mode])) / 1e6, 2),
+            "quantization": configs[d]["quantization"],
+            "megabytes": round(os.path.getsize(paths[d, mode]) / 1e6, 2),
             "sentences": len(ids),
             "identical_percent": round(100 * float(np.mean(
                 [a == b for a, b in zip(found, reference)])), 2),
