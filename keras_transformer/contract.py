@@ -68,9 +68,10 @@ SAMPLES = "samples.txt"
 SOURCE_MODEL = "source.model"
 TARGET_MODEL = "target.model"
 
-# The SavedModel's signatures (beam, greedy, token level).
+# The SavedModel's signatures (beam, greedy, token level, and greedy with
+# its search compiled by XLA: the same outputs as `translate_greedy`).
 SAVED_MODEL_SIGNATURES = ("serving_default", "translate_greedy",
-                          "translate_tokens")
+                          "translate_tokens", "translate_greedy_xla")
 # The searches an export holds.
 SEARCH_MODES = ("beam", "greedy")
 # An ONNX export directory.

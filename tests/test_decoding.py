@@ -360,6 +360,37 @@ def test_graph_modes_match_eager(search, mode):
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
 
 
+@pytest.mark.parametrize("limit", [1, 4, 6])
+def test_greedy_output_length_keeps_the_ids_of_max_length(limit):
+    """A wider buffer (`output_length`) than the data-dependent
+    `max_length` gives the same ids, padded, and the same scores, also
+    compiled with XLA from a tensor `max_length`; a narrower one stops the
+    search at its width."""
+    model, contexts = ToyModel(seed=7), _contexts(3, seed=7)
+    start = tf.fill([3], START_ID)
+    expected_ids, expected_scores = greedy_search(
+        model.cached_step, start, model.initial_cache(contexts), limit)
+
+    @tf.function(jit_compile=True)
+    def run(start, context, max_length):
+        return greedy_search(model.cached_step, start,
+                             model.initial_cache(context), max_length,
+                             output_length=tf.shape(context)[1] + 5)
+
+    ids, scores = run(start, contexts, tf.constant(limit))
+    assert ids.shape == (3, 9)
+    np.testing.assert_array_equal(ids[:, :limit], expected_ids)
+    np.testing.assert_array_equal(ids[:, limit:], PAD_ID)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+    narrow_ids, _ = greedy_search(model.cached_step, start,
+                                  model.initial_cache(contexts), 6,
+                                  output_length=limit)
+    np.testing.assert_array_equal(narrow_ids, expected_ids)
+    with pytest.raises(ValueError, match="`output_length` must be an int >= 1"):
+        greedy_search(model.cached_step, start,
+                      model.initial_cache(contexts), 6, output_length=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rules", [
     {}, {"min_length": 3, "no_repeat_ngram_size": 2}])

@@ -67,44 +67,45 @@ def check_step_fn(step_fn: Any) -> None:
         )
 
 
-def check_max_length(max_length: Any) -> Any:
+def check_max_length(max_length: Any, name: str = "max_length") -> Any:
     """Returns `max_length` as a python int or an int32 scalar tensor.
 
     Off TensorFlow the buffers of the search need a static length, so a
     tensor is read into a python int (a traced JAX value is an error).
+    `name` is the argument's name in the errors.
     """
     if is_int(max_length):
-        return check_int("max_length", max_length, 1)
+        return check_int(name, max_length, 1)
     ops = _ops.backend_ops()
     try:
         max_length = ops.convert(max_length)
     except (TypeError, ValueError) as error:
         raise TypeError(
-            "`max_length` must be a python int or an integer scalar tensor. "
-            f"Received: max_length={max_length!r}") from error
+            f"`{name}` must be a python int or an integer scalar tensor. "
+            f"Received: {name}={max_length!r}") from error
     if not _is_integer(max_length):
         raise TypeError(
-            "`max_length` must have an integer dtype. "
-            f"Received: max_length={max_length!r}"
+            f"`{name}` must have an integer dtype. "
+            f"Received: {name}={max_length!r}"
         )
     shape = ops.static_shape(max_length)
     if _rank(shape) not in (None, 0):
         raise ValueError(
-            "`max_length` must be a scalar. "
-            f"Received: max_length with shape {shape}"
+            f"`{name}` must be a scalar. "
+            f"Received: {name} with shape {shape}"
         )
     value = ops.static_value(max_length)
     if value is not None and value < 1:
         raise ValueError(
-            f"`max_length` must be >= 1. Received: max_length={value}"
+            f"`{name}` must be >= 1. Received: {name}={value}"
         )
     if ops is _ops.TensorFlowOps:
         return ops.cast(max_length, "int32")
     if value is None:
         raise TypeError(
-            "`max_length` must be a python int (or a concrete tensor) on "
+            f"`{name}` must be a python int (or a concrete tensor) on "
             f"the {keras.backend.backend()} backend, where the search's "
-            f"buffers have static shapes. Received: max_length={max_length}")
+            f"buffers have static shapes. Received: {name}={max_length}")
     return int(value)
 
 

@@ -17,6 +17,7 @@ def greedy_search(
     pad_id: int = PAD_ID,
     min_length: int = 0,
     no_repeat_ngram_size: int = 0,
+    output_length: int | None = None,
 ) -> tuple[Any, Any]:
     """Decodes a batch by taking the most probable token at every step.
 
@@ -48,9 +49,18 @@ def greedy_search(
             tokens (see `constrain`). Defaults to 0.
         no_repeat_ngram_size: int >= 0, no n-gram of this size is
             generated twice; 0 disables it. Defaults to 0.
+        output_length: int, int32 scalar tensor or None, the width of the
+            returned ids, for XLA when `max_length` depends on the data
+            (XLA needs widths known at compile time: a python int, or a
+            tensor computed from input shapes only): the buffers get this
+            width and the search still stops after `max_length` tokens
+            (and after `output_length`, if that is smaller); columns past
+            the stop hold `pad_id`. Defaults to None: the width is
+            `max_length`.
 
     Returns:
-        A pair `(ids, scores)`: `ids` int32 [B, L], the generated tokens
+        A pair `(ids, scores)`: `ids` int32 [B, L] (L is `output_length`
+        when given), the generated tokens
         without the start token, `end_id` included when produced and
         `pad_id` after it; `scores` float32 [B], the sum of the token
         log-probabilities up to and including `end_id`.
@@ -74,6 +84,13 @@ def greedy_search(
         min_length, no_repeat_ngram_size)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
+    width = max_length
+    if output_length is not None:
+        width = checks.check_max_length(output_length, "output_length")
+        if isinstance(max_length, int) and isinstance(width, int):
+            max_length = min(max_length, width)
+        else:
+            max_length = ops.minimum(max_length, width)
 
     def cond(index, ids, cache, output, scores, finished):
         del ids, cache, output, scores  # Unused.
@@ -98,7 +115,7 @@ def greedy_search(
         ops.constant(0, "int32"),
         initial_ids,
         initial_cache,
-        ops.fill([batch_size, max_length], pad_id),  # [B, L]
+        ops.fill([batch_size, width], pad_id),  # [B, L]
         ops.zeros([batch_size], "float32"),
         ops.zeros([batch_size], "bool"),
     )
