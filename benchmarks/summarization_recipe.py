@@ -99,6 +99,16 @@ BUDGETED = {
     # No label smoothing: smoothing spreads target mass over the whole
     # vocabulary, which only the generator can cover, so it pulls p_gen up.
     "steps4_ls0": {"time_budget": None, "epochs": 4, "label_smoothing": 0.0},
+    # The budgeted recipe on ONE core (`taskset -c N`, two runs side by
+    # side), so twice the seconds: what each knob does at equal time.
+    # "core1" is the recipe as it was before the previous-token projection
+    # joined the preset; "core1_prev" adds it.
+    "core1": {"time_budget": 1280.0, "previous_source_token": False},
+    "core1_prev": {"time_budget": 1280.0},
+    "core1_b2k": {"time_budget": 1280.0, "batch_tokens": 2048,
+                  "previous_source_token": False},
+    "core1_src96": {"time_budget": 1280.0, "max_source_length": 96,
+                    "max_length": 96, "previous_source_token": False},
 }
 
 

@@ -25,6 +25,7 @@ from keras_transformer.layers import (
     Decoder,
     Encoder,
     PointerGenerator,
+    PreviousTokenProjection,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
@@ -62,6 +63,8 @@ class Transformer(keras.Model):
             projection is tied to the target embedding (§3.4).
         pointer_generator: `PointerGenerator` with
             `config.copy_attention`, else None.
+        previous_token: `PreviousTokenProjection` with
+            `config.previous_source_token`, else None.
 
     Example:
     >>> model = Transformer(TransformerConfig.from_preset("tiny"))
@@ -110,6 +113,10 @@ class Transformer(keras.Model):
             self.output_projection = keras.layers.Dense(
                 config.target_vocab_size, dtype=dtype,
                 name="output_projection")
+        self.previous_token = None
+        if config.previous_source_token:
+            self.previous_token = PreviousTokenProjection(
+                dtype=dtype, name="previous_source_token")
         self.pointer_generator = None
         if config.copy_attention:
             self.pointer_generator = PointerGenerator(
@@ -128,8 +135,7 @@ class Transformer(keras.Model):
         target_mask = masks.padding_mask(decoder_inputs)  # (B, T)
         # Sections 3.4-3.5 and 5.4: scaled embeddings plus positional
         # encodings, then dropout on the sums.
-        hidden = self.positional_encoding(
-            self.source_embedding(encoder_inputs))
+        hidden = self.embed_source(encoder_inputs)
         memory = self.encoder(self.encoder_dropout(hidden),
                               padding_mask=source_mask)  # (B, S, D)
         embedded = self.target_embedding(decoder_inputs)  # (B, T, D)
@@ -198,6 +204,22 @@ class Transformer(keras.Model):
         model_config = TransformerConfig.from_dict(config.pop("config"))
         return cls(model_config, **config)
 
+    def embed_source(self, source_ids):
+        """The encoder's input: scaled embeddings (with
+        `config.previous_source_token`, plus the map of each predecessor's)
+        and the positional encoding, before dropout (§3.4-3.5).
+
+        Args:
+            source_ids: int (B, S), pad id 0.
+
+        Returns:
+            (B, S, D).
+        """
+        embedded = self.source_embedding(source_ids)
+        if self.previous_token is not None:
+            embedded = self.previous_token(embedded)
+        return self.positional_encoding(embedded)
+
     # -- inference ---------------------------------------------------------
 
     def encode(self, source_ids):
@@ -210,7 +232,7 @@ class Transformer(keras.Model):
             `(memory (B, S, D), memory_mask bool (B, S))`.
         """
         memory_mask = masks.padding_mask(source_ids)
-        hidden = self.positional_encoding(self.source_embedding(source_ids))
+        hidden = self.embed_source(source_ids)
         memory = self.encoder(hidden, padding_mask=memory_mask,
                               training=False)
         return memory, memory_mask

@@ -112,7 +112,8 @@ def test_same_numbers_as_tensorflow(backend, reference):
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_copy_attention_model(backend, tmp_path):
     # A copy-attention model (its scatter-add, its step reading the source
-    # ids from the context) gives TensorFlow's numbers on `backend`.
+    # ids from the context, the previous-token projection of the summarizer
+    # preset) gives TensorFlow's numbers on `backend`.
     _require(backend)
     from keras_transformer.model import build_transformer
 
@@ -124,7 +125,8 @@ def test_copy_attention_model(backend, tmp_path):
     np.savez(tmp_path / "inputs.npz", source=source, decoder=decoder)
     keras.utils.set_random_seed(0)
     build_transformer(tiny_config(share_embeddings=True,
-                                  copy_attention=True)).save(
+                                  copy_attention=True,
+                                  previous_source_token=True)).save(
         tmp_path / "copy.keras")
     backend_worker.copy(str(tmp_path))
     _run_worker(backend, "copy", str(tmp_path))

@@ -187,6 +187,7 @@ def test_copy_needs_one_vocabulary(overrides):
 VARIANTS = {
     "paper": {},
     "untied_pre_norm": dict(tie_output_projection=False, norm_first=True),
+    "previous_token": dict(previous_source_token=True),
 }
 
 
@@ -223,6 +224,37 @@ def test_cached_step_equals_full_model(variant, rng):
                                    atol=1e-4)
     with pytest.raises(ValueError, match="`source_ids`"):
         model.initial_cache(memory, memory_mask, 8)
+
+
+def test_previous_token_projection_matches_numpy(rng):
+    """x~_i = e_i + W e_{i-1}, zeros before the first position; the model
+    feeds it (plus the positional encoding) to the encoder."""
+    from keras_transformer.layers import PreviousTokenProjection
+
+    embedded = rng.normal(size=(2, 5, 4)).astype("float32")
+    layer = PreviousTokenProjection()
+    layer.build(embedded.shape)
+    kernel = rng.normal(size=(4, 4)).astype("float32")
+    layer.projection.kernel.assign(kernel)
+    previous = np.concatenate([np.zeros((2, 1, 4), "float32"),
+                               embedded[:, :-1]], axis=1)
+    np.testing.assert_allclose(_numpy(layer(embedded)),
+                               embedded + previous @ kernel, atol=1e-5)
+    model = kt.build_transformer(_config(previous_source_token=True))
+    source = rng.integers(4, V, (2, 6)).astype("int32")
+    table = _numpy(model.source_embedding.embeddings) * np.sqrt(16)
+    weights = _numpy(model.previous_token.projection.kernel)
+    e = table[source]
+    e_previous = np.concatenate([np.zeros((2, 1, 16)), e[:, :-1]], axis=1)
+    positions = _numpy(model.positional_encoding.table)[:6]
+    np.testing.assert_allclose(_numpy(model.embed_source(source)),
+                               e + e_previous @ weights + positions,
+                               atol=1e-4)
+    plain = kt.build_transformer(_config())
+    assert plain.previous_token is None
+    assert model.count_params() == plain.count_params() + 16 * 16
+    assert [w.path for w in model.weights
+            if "previous" not in w.path] == [w.path for w in plain.weights]
 
 
 def _naive_greedy(model, source, max_length):
@@ -364,8 +396,9 @@ print(json.dumps({"copy": model.config.copy_attention,
 """
 
 
-def test_keras_file_loads_in_a_fresh_process(tmp_path, rng):
-    model = kt.build_transformer(_config())
+@pytest.mark.parametrize("previous", [False, True])
+def test_keras_file_loads_in_a_fresh_process(previous, tmp_path, rng):
+    model = kt.build_transformer(_config(previous_source_token=previous))
     source = rng.integers(4, V, (2, 5)).astype("int32")
     source[1, 3:] = 0
     target = rng.integers(4, V, (2, 4)).astype("int32")

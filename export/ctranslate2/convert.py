@@ -149,6 +149,13 @@ def build_spec(model, source_vocabulary, target_vocabulary,
             "`copy_attention=True` would lose it and translate otherwise. "
             "Export it to ONNX or a SavedModel instead. Received: model "
             f"{model.name!r} with copy_attention=True")
+    if model.config.previous_source_token:
+        raise ValueError(
+            "CTranslate2's encoder input is the token and position "
+            "embeddings only: a model with `previous_source_token=True` "
+            "would lose its previous-token projection and translate "
+            "otherwise. Export it to ONNX or a SavedModel instead. "
+            f"Received: model {model.name!r} with previous_source_token=True")
     ctranslate2 = runtime._ctranslate2()
     specs = ctranslate2.specs
     encoder, decoder = model.encoder, model.decoder

@@ -1,7 +1,10 @@
 """The Transformer's components, one Keras layer per paper section.
 
 `PointerGenerator` is See et al.'s (2017) copy attention, the model's
-output layer with `TransformerConfig.copy_attention`.
+output layer with `TransformerConfig.copy_attention`;
+`PreviousTokenProjection` gives each source position its predecessor's
+embedding (`TransformerConfig.previous_source_token`), so that copying
+continues a span.
 
 The bases the encoder and decoder share, `Block` (one layer) and `Stack`
 (N layers), live in `keras_transformer.layers.stack`.
@@ -20,6 +23,7 @@ from keras_transformer.layers.pointer_generator import (
     copy_distribution,
 )
 from keras_transformer.layers.positional import SinusoidalPositionalEncoding
+from keras_transformer.layers.previous_token import PreviousTokenProjection
 from keras_transformer.layers.residual import ResidualNorm
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "MultiHeadAttention",
     "PointerGenerator",
     "PositionwiseFeedForward",
+    "PreviousTokenProjection",
     "ResidualNorm",
     "SinusoidalPositionalEncoding",
     "TokenEmbedding",

@@ -307,6 +307,17 @@ def test_tied_projection_is_stored_once(sentencepiece_tokenizers):
     assert spec.decoder.projection.weight == "decoder/embeddings/weight"
 
 
+def test_previous_token_model_is_refused(sentencepiece_tokenizers):
+    """CTranslate2's encoder input has no previous-token projection: the
+    converter refuses the model rather than drop it."""
+    tokenizers = sentencepiece_tokenizers
+    config = _config(tokenizers, previous_source_token=True)
+    with pytest.raises(ValueError, match="previous_source_token=True"):
+        ct2_export.build_spec(build_transformer(config),
+                              tokenizers[0].vocabulary,
+                              tokenizers[1].vocabulary)
+
+
 def test_gnmt_penalty_is_the_translators():
     from keras_transformer.decoding import gnmt_length_penalty
 
