@@ -57,7 +57,7 @@ for name, (function, key, inputs) in ways.items():
         passes.append((time.perf_counter() - start) / len(inputs) * 1000)
     out["times"][name] = passes
 out["modules"] = sorted(m for m in sys.modules
-                        if m.startswith(("keras", "onnx")))
+                        if m.startswith(("keras_transformer", "onnx")))
 json.dump(out, open(sys.argv[2], "w", encoding="utf-8"))
 """
 
