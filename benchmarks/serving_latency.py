@@ -7,11 +7,12 @@ SavedModel is timed in a process that imports only TensorFlow and
 TensorFlow Text (as TensorFlow Serving holds it), ONNX Runtime in one
 without TensorFlow (ids from the `sentencepiece` package, equal to the
 graphs' tokenizer's). Each process times `--passes` passes over the
-sentences after two warm-up passes (so that `translate_greedy_xla` has
+sentences after two warm-up passes (so that the XLA signatures have
 compiled every source bucket) and reports the median of the passes' mean
 milliseconds per sentence, with their range; the processes alternate
-`--rounds` times. It also counts the sentences on which
-`translate_greedy_xla` differs from `translate_greedy` (must be 0).
+`--rounds` times. It also counts the sentences on which an XLA signature
+(`translate_xla`, `translate_greedy_xla`) differs from the graph's
+(`serving_default`, `translate_greedy`): must be 0.
 
     python -m keras_transformer.benchmarks.serving_latency \\
         --saved-model runs/quickstart/export/saved_model/1 \\
@@ -39,7 +40,7 @@ texts = [tf.constant([text]) for text in request["texts"]]
 ids = [tf.constant([row], tf.int32) for row in request["ids"]]
 ways = {name: (loaded.signatures[name], "text", texts)
         for name in ("translate_greedy", "translate_greedy_xla",
-                     "serving_default")}
+                     "serving_default", "translate_xla")}
 ways["translate_tokens"] = (loaded.signatures["translate_tokens"],
                             "source_ids", ids)
 out = {"times": {}, "outputs": {}}
@@ -133,8 +134,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 raise RuntimeError(f"the SavedModel process imported "
                                    f"{got['modules']}")
             outputs = got["outputs"]
-            differ = sum(a != b for a, b in zip(
-                outputs["translate_greedy"], outputs["translate_greedy_xla"]))
+            differ = {xla: sum(a != b for a, b in zip(outputs[graph],
+                                                      outputs[xla]))
+                      for graph, xla in (("translate_greedy",
+                                          "translate_greedy_xla"),
+                                         ("serving_default",
+                                          "translate_xla"))}
             onnx = _run(_ONNX, {"graphs": graphs, "ids": ids,
                                 "passes": args.passes}, tmp)
             if onnx["modules"]:
@@ -150,8 +155,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "batch1_ms": round(statistics.median(values), 2),
             "range": [round(min(values), 2), round(max(values), 2)],
             "passes": len(values),
-            **({"xla_differs_from_graph": differ}
-               if name == "translate_greedy_xla" else {})})
+            **({"xla_differs_from_graph": differ[name]}
+               if name in differ else {})})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

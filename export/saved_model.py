@@ -7,12 +7,13 @@ The SavedModel's signatures (ARCHITECTURE.md, "Contracts"):
 - `translate_greedy`: the same, greedy;
 - `translate_tokens`: `source_ids` int32 [B, S] -> `target_ids` int32
   [B, L], `score` float32 [B]; beam search;
-- `translate_greedy_xla`: `translate_greedy` with its search compiled by
-  XLA (the tokenizers outside it): the same outputs, several times faster
-  at batch 1 on CPU. Each (batch size, source length rounded up to 16)
-  compiles once, on first use; TensorFlow Serving runs it only when
-  started with `--xla_cpu_compilation_enabled=true` (the other signatures
-  need nothing).
+- `translate_xla`, `translate_greedy_xla`: `serving_default` and
+  `translate_greedy` with their search compiled by XLA (the tokenizers
+  outside it): the same outputs, several times faster at batch 1 on CPU.
+  Each (batch size, source length rounded up to 16) compiles once, on
+  first use; TensorFlow Serving runs them only when started with
+  `--xla_cpu_compilation_enabled=true` (the other signatures need
+  nothing).
 
 It loads with `tf.saved_model.load` in a process that imports only
 `tensorflow` and `tensorflow_text`; `verify_saved_model` checks exactly that,
@@ -35,9 +36,10 @@ from keras_transformer.export import parity
 
 SIGNATURES = SAVED_MODEL_SIGNATURES
 # Text signatures and the Translator function each must equal: the XLA
-# signature is held to the graph's greedy search, not to itself.
+# signatures are held to the graph's searches, not to themselves.
 TEXT_SIGNATURES = {"serving_default": "translate",
                    "translate_greedy": "translate_greedy",
+                   "translate_xla": "translate",
                    "translate_greedy_xla": "translate_greedy"}
 
 # Runs in a fresh interpreter: only TensorFlow and TF Text are imported.
@@ -76,6 +78,7 @@ def export_saved_model(translator, export_dir: str) -> str:
             translator.translate_greedy.get_concrete_function(),
         "translate_tokens":
             translator.translate_tokens.get_concrete_function(),
+        "translate_xla": translator.translate_xla.get_concrete_function(),
         "translate_greedy_xla":
             translator.translate_greedy_xla.get_concrete_function(),
     }

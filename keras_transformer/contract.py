@@ -68,10 +68,12 @@ SAMPLES = "samples.txt"
 SOURCE_MODEL = "source.model"
 TARGET_MODEL = "target.model"
 
-# The SavedModel's signatures (beam, greedy, token level, and greedy with
-# its search compiled by XLA: the same outputs as `translate_greedy`).
+# The SavedModel's signatures (beam, greedy, token level, and beam and
+# greedy with their search compiled by XLA: the same outputs as
+# `serving_default` and `translate_greedy`).
 SAVED_MODEL_SIGNATURES = ("serving_default", "translate_greedy",
-                          "translate_tokens", "translate_greedy_xla")
+                          "translate_tokens", "translate_xla",
+                          "translate_greedy_xla")
 # The searches an export holds.
 SEARCH_MODES = ("beam", "greedy")
 # An ONNX export directory.

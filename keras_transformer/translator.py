@@ -218,8 +218,8 @@ class Translator(tf.Module):
         width = tf.maximum(width, 0)  # 0 for an empty batch
         return {"target_ids": ids[:, :width], "score": scores}
 
-    def _greedy_xla(self, source_ids):
-        """Greedy search with XLA on checked ids of any length.
+    def _best_xla(self, source_ids, beam_size):
+        """`_best` with the search compiled by XLA, on ids of any length.
 
         The checks, the output-limit rule and the empty-input rule run
         outside XLA; the sources are padded with `[PAD]` to a multiple of
@@ -234,18 +234,20 @@ class Translator(tf.Module):
             (columns + bucket - 1) // bucket * bucket, self.source_limit + 1))
         padded = tf.pad(source_ids, [[0, 0], [0, width - columns]],
                         constant_values=PAD_ID)
-        ids, scores = self._xla_greedy_search(padded, limit)
-        return self.token_outputs(source_ids, ids, scores)
+        ids, scores = self._xla_search(padded, limit, beam_size)
+        return self.token_outputs(source_ids, ids[:, 0], scores[:, 0])
 
     @tf.function(jit_compile=True)
-    def _xla_greedy_search(self, source_ids, limit):
-        """(B, S) ids -> ids (B, L) and scores (B,), one XLA program.
+    def _xla_search(self, source_ids, limit, beam_size):
+        """(B, S) ids -> ids (B, K, L) and scores (B, K), one XLA program.
 
         XLA needs every shape at compile time: the buffers get the widest
         output the rule allows for S columns (`output_limit`: S +
         `extra_length`, or `max_output_tokens`, at most `target_limit`),
         computed from the input's shape alone; the search stops at
-        `limit`, the rule's value for the real sources.
+        `limit`, the rule's value for the real sources. Beam search takes
+        its top candidates by rounds of argmax (`argmax_top_k`), which XLA
+        compiles far better than TopK on CPU.
         """
         absolute = self.settings.output_limit(self.target_limit)
         if absolute is not None:
@@ -257,15 +259,23 @@ class Translator(tf.Module):
         memory, memory_mask = self.model.encode(source_ids)
         cache, context = self.model.initial_cache(memory, memory_mask,
                                                   width, source_ids)
+        context = decoding.tile_beams(context, beam_size)
 
         def step_fn(ids, index, cache):
             return self.model.decode_step(ids, index, cache, context)
 
         start = tf.fill([tf.shape(source_ids)[0]], START_ID)
-        return decoding.greedy_search(
-            step_fn, start, cache, limit, output_length=width,
-            min_length=self.settings.min_length,
-            no_repeat_ngram_size=self.settings.no_repeat_ngram_size)
+        rules = {"min_length": self.settings.min_length,
+                 "no_repeat_ngram_size": self.settings.no_repeat_ngram_size,
+                 "output_length": width}
+        if beam_size == 1:
+            ids, scores = decoding.greedy_search(step_fn, start, cache,
+                                                 limit, **rules)
+            return ids[:, None], scores[:, None]
+        return decoding.beam_search(
+            step_fn, start, cache, limit, beam_size=beam_size,
+            length_penalty=self.settings.length_penalty, argmax_top_k=True,
+            **rules)
 
     @tf.function(input_signature=[_IDS])
     def translate_tokens(self, source_ids):
@@ -305,22 +315,32 @@ class Translator(tf.Module):
         """Greedy: {"translation" string (B,), "score" float32 (B,)}."""
         return self._translate_text(text, 1)
 
-    @tf.function(input_signature=[_TEXT])
-    def translate_greedy_xla(self, text):
-        """`translate_greedy`, its search compiled with XLA (same outputs).
-
-        The tokenizers run outside XLA; the search is one XLA program per
-        (batch size, source bucket) shape, compiled on first use (seconds)
-        and about 6x faster than the graph at batch 1 on CPU
-        (benchmarks/RESULTS.md). TensorFlow Serving runs it only when
-        started with `--xla_cpu_compilation_enabled=true`.
-        """
+    def _translate_text_xla(self, text, beam_size):
         source_ids = self.source_ids(tf.convert_to_tensor(text, tf.string))
         empty = _is_empty(source_ids)
-        result = self._greedy_xla(source_ids)
+        result = self._best_xla(source_ids, beam_size)
         translation = self.target_tokenizer.detokenize(result["target_ids"])
         return {"translation": tf.where(empty, "", translation),
                 "score": tf.where(empty, 0.0, result["score"])}
+
+    @tf.function(input_signature=[_TEXT])
+    def translate_xla(self, text):
+        """`translate` (beam search), its search compiled with XLA.
+
+        The same outputs as `translate`; the tokenizers run outside XLA,
+        the search is one XLA program per (batch size, source bucket)
+        shape, compiled on first use (seconds), several times faster than
+        the graph at batch 1 on CPU (benchmarks/RESULTS.md). TensorFlow
+        Serving runs it only when started with
+        `--xla_cpu_compilation_enabled=true`.
+        """
+        return self._translate_text_xla(text, self.beam_size)
+
+    @tf.function(input_signature=[_TEXT])
+    def translate_greedy_xla(self, text):
+        """`translate_greedy`, its search compiled with XLA (same outputs;
+        see `translate_xla`)."""
+        return self._translate_text_xla(text, 1)
 
     # -- Python conveniences -----------------------------------------------
 

@@ -553,3 +553,45 @@ def test_beam_rejects_single_token_vocabulary():
 def test_max_output_length_invalid(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         max_output_length(*args, **kwargs)
+
+
+def test_top_k_by_argmax_equals_top_k():
+    """Rounds of argmax give TopK's values and indices: ties to the lower
+    index, -inf entries never taken twice."""
+    from keras_transformer.decoding._ops import top_k_by_argmax
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 40)).astype("float32")
+    x[0, [4, 9, 30]] = 5.0  # ties
+    x[1, 5:] = -np.inf  # fewer finite entries than k
+    x[2, :] = -np.inf
+    values, indices = top_k_by_argmax(tf.constant(x), 8)
+    expected = tf.math.top_k(tf.constant(x), 8)
+    np.testing.assert_array_equal(values, expected.values)
+    np.testing.assert_array_equal(indices, expected.indices)
+
+
+@pytest.mark.parametrize("rules", [
+    {}, {"min_length": 3, "no_repeat_ngram_size": 2}])
+def test_beam_under_xla_with_argmax_top_k_and_wide_buffers(rules):
+    """What the SavedModel's `translate_xla` runs: beam search compiled by
+    XLA, rounds of argmax for its TopK and buffers wider than the
+    data-dependent limit, gives the graph's ids and scores."""
+    model, contexts = ToyModel(seed=11), _contexts(3, seed=11)
+    start = tf.fill([3], START_ID)
+    expected_ids, expected_scores = beam_search(
+        model.cached_step, start, model.initial_cache(contexts), 5,
+        beam_size=3, **rules)
+
+    @tf.function(jit_compile=True)
+    def run(start, context, max_length):
+        cache = model.initial_cache(context)
+        return beam_search(model.cached_step, start, cache, max_length,
+                           beam_size=3, output_length=tf.shape(context)[1] + 6,
+                           argmax_top_k=True, **rules)
+
+    ids, scores = run(start, contexts, tf.constant(5))
+    assert ids.shape == (3, 3, 10)
+    np.testing.assert_array_equal(ids[..., :5], expected_ids)
+    np.testing.assert_array_equal(ids[..., 5:], PAD_ID)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)

@@ -26,7 +26,7 @@ def test_fresh_process_parity(exported, translator, corpus_files):
     texts = read_tsv(corpus_files["test"]).sources[:60]
     report = verify_saved_model(exported, translator, texts)
     assert report["sentences"] == 60
-    assert report["identical"] == report["comparisons"] == 240
+    assert report["identical"] == report["comparisons"] == 300
     assert report["max_score_difference"] <= 1e-4
 
 
@@ -45,13 +45,14 @@ def test_saved_model_cli_lists_signatures(exported):
     output = subprocess.run([cli, "show", "--all", "--dir", exported],
                             capture_output=True, text=True, check=True).stdout
     for name in ("serving_default", "translate_greedy", "translate_tokens",
-                 "translate_greedy_xla"):
+                 "translate_xla", "translate_greedy_xla"):
         assert f"signature_def['{name}']" in output
     assert "source_ids" in output and "target_ids" in output
 
 
 @pytest.mark.parametrize("signature", ["serving_default",
                                        "translate_greedy",
+                                       "translate_xla",
                                        "translate_greedy_xla"])
 def test_bad_input(exported, translator, signature):
     fn = tf.saved_model.load(exported).signatures[signature]
@@ -61,7 +62,8 @@ def test_bad_input(exported, translator, signature):
     translation = result["translation"].numpy()
     assert translation[0] == b"" and translation[1] == b""
     assert np.all(np.isfinite(result["score"].numpy()))
-    expected = (translator.translate if signature == "serving_default"
+    expected = (translator.translate
+                if signature in ("serving_default", "translate_xla")
                 else translator.translate_greedy)(tf.constant(texts))
     np.testing.assert_array_equal(translation,
                                   expected["translation"].numpy())
@@ -100,8 +102,9 @@ def test_serving_latency_benchmark(onnx_export, tmp_path):
         "--passes", "1", "--rounds", "1"])
     ways = {row["way"]: row for row in rows}
     assert set(ways) == {"translate_greedy", "translate_greedy_xla",
-                         "serving_default", "translate_tokens",
-                         "onnx_beam", "onnx_greedy"}
+                         "serving_default", "translate_xla",
+                         "translate_tokens", "onnx_beam", "onnx_greedy"}
     assert all(row["sentences"] == 4 and row["batch1_ms"] > 0
                for row in rows)
     assert ways["translate_greedy_xla"]["xla_differs_from_graph"] == 0
+    assert ways["translate_xla"]["xla_differs_from_graph"] == 0
