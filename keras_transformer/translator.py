@@ -40,13 +40,12 @@ class Translator(tf.Module):
             and the whole search loop, with the output length fixed at
             trace time. Same ids as without XLA (up to float rounding);
             faster for repeated shapes, but each new (batch size, source
-            length) compiles once (seconds). Beam search stays a graph:
-            compiled with XLA it ran 1.5x (batch 1) to 8x (batch 32)
-            slower on CPU, nearly all of it in XLA's TopK inside the loop
-            (benchmarks/RESULTS.md). The `tf.function`s that are exported
-            (`translate`, `translate_tokens`, ...) never use XLA, so
-            SavedModels and ONNX files are the same either way. Defaults
-            to False.
+            length) compiles once (seconds). Beam search stays a graph
+            here; the exported `translate_xla` and `translate_greedy_xla`
+            compile both searches with XLA (beam with its TopK as rounds
+            of argmax), whatever this flag, and the other exported
+            functions never use XLA, so SavedModels and ONNX files are
+            the same either way. Defaults to False.
 
     Example:
     >>> translator = Translator(model, source_tokenizer, target_tokenizer)
