@@ -3,8 +3,8 @@
 # summarizer of Debian package descriptions (bundled) with copy attention,
 # reports ROUGE against the first-sentence and first-n-words baselines,
 # exports SavedModel + ONNX and checks them. Training has a time budget of
-# its own (640 s, up to 5 epochs): measured 14 min 5 s in all on 2 CPU
-# cores from a fresh clone, install included.
+# its own (600 s, up to 5 epochs): measured 13 min 53 s on 2 CPU cores
+# without the install on a slow hour (about 14 min 45 s with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install test
