@@ -87,19 +87,25 @@ class Translator(tf.Module):
 
     # -- token level -------------------------------------------------------
 
-    def _search(self, source_ids, beam_size, max_length=None):
+    def _search(self, source_ids, beam_size, max_length=None,
+                output_length=None, argmax_top_k=False):
         """(B, S) ids -> ids (B, K, L) and scores (B, K); K = 1 is greedy.
 
         `max_length` (a Python int, for XLA) is the paper's maximum output
         length computed beforehand; by default it is computed here.
+        `output_length` (for XLA, with a data-dependent `max_length`) is
+        the width of the cache and the outputs; `argmax_top_k` is beam
+        search's TopK for XLA (`decoding.beam_search`).
         """
         source_ids = self.checked_ids(source_ids)
         if max_length is None:
             max_length = self.max_output_length(source_ids)
         memory, memory_mask = self.model.encode(source_ids)
         # The source ids join the context of a copy-attention model.
-        cache, context = self.model.initial_cache(memory, memory_mask,
-                                                  max_length, source_ids)
+        cache, context = self.model.initial_cache(
+            memory, memory_mask,
+            max_length if output_length is None else output_length,
+            source_ids)
         # Constant per source: tiled to the beams once, read by every step.
         context = decoding.tile_beams(context, beam_size)
 
@@ -108,14 +114,16 @@ class Translator(tf.Module):
 
         start = tf.fill([tf.shape(source_ids)[0]], START_ID)
         rules = {"min_length": self.settings.min_length,
-                 "no_repeat_ngram_size": self.settings.no_repeat_ngram_size}
+                 "no_repeat_ngram_size": self.settings.no_repeat_ngram_size,
+                 "output_length": output_length}
         if beam_size == 1:
             ids, scores = decoding.greedy_search(step_fn, start, cache,
                                                  max_length, **rules)
             return ids[:, None], scores[:, None]
         return decoding.beam_search(
             step_fn, start, cache, max_length, beam_size=beam_size,
-            length_penalty=self.settings.length_penalty, **rules)
+            length_penalty=self.settings.length_penalty,
+            argmax_top_k=argmax_top_k, **rules)
 
     def checked_ids(self, source_ids):
         """The source ids a search reads: the token-level input rules.
@@ -255,26 +263,8 @@ class Translator(tf.Module):
             width = tf.clip_by_value(
                 tf.shape(source_ids)[1] + self.settings.extra_length, 1,
                 self.target_limit)
-        memory, memory_mask = self.model.encode(source_ids)
-        cache, context = self.model.initial_cache(memory, memory_mask,
-                                                  width, source_ids)
-        context = decoding.tile_beams(context, beam_size)
-
-        def step_fn(ids, index, cache):
-            return self.model.decode_step(ids, index, cache, context)
-
-        start = tf.fill([tf.shape(source_ids)[0]], START_ID)
-        rules = {"min_length": self.settings.min_length,
-                 "no_repeat_ngram_size": self.settings.no_repeat_ngram_size,
-                 "output_length": width}
-        if beam_size == 1:
-            ids, scores = decoding.greedy_search(step_fn, start, cache,
-                                                 limit, **rules)
-            return ids[:, None], scores[:, None]
-        return decoding.beam_search(
-            step_fn, start, cache, limit, beam_size=beam_size,
-            length_penalty=self.settings.length_penalty, argmax_top_k=True,
-            **rules)
+        return self._search(source_ids, beam_size, limit,
+                            output_length=width, argmax_top_k=True)
 
     @tf.function(input_signature=[_IDS])
     def translate_tokens(self, source_ids):

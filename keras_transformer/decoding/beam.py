@@ -115,13 +115,8 @@ def beam_search(
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
     k = beam_size
-    width = max_length
-    if output_length is not None:
-        width = checks.check_max_length(output_length, "output_length")
-        if isinstance(max_length, int) and isinstance(width, int):
-            max_length = min(max_length, width)
-        else:
-            max_length = ops.minimum(max_length, width)
+    max_length, width = checks.check_output_length(max_length,
+                                                    output_length)
     top_k = ops.top_k
     if argmax_top_k and ops is _ops.TensorFlowOps:
         top_k = ops.top_k_by_argmax

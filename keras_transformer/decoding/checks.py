@@ -109,6 +109,21 @@ def check_max_length(max_length: Any, name: str = "max_length") -> Any:
     return int(value)
 
 
+def check_output_length(max_length: Any, output_length: Any) -> tuple:
+    """`(max_length, width)` of a search given its `output_length`.
+
+    The width of the buffers is `output_length` when given (checked as
+    `max_length` is), else `max_length`; the search stops at the smaller
+    of the two. `max_length` is already checked.
+    """
+    if output_length is None:
+        return max_length, max_length
+    width = check_max_length(output_length, "output_length")
+    if isinstance(max_length, int) and isinstance(width, int):
+        return min(max_length, width), width
+    return _ops.backend_ops().minimum(max_length, width), width
+
+
 def check_length_penalty(length_penalty: Any) -> float:
     """Checks the GNMT exponent alpha: a finite python number >= 0."""
     return check_float("length_penalty", length_penalty, 0.0)

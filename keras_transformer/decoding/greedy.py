@@ -84,13 +84,8 @@ def greedy_search(
         min_length, no_repeat_ngram_size)
     ops = _ops.backend_ops()
     batch_size = ops.dim(initial_ids, 0)
-    width = max_length
-    if output_length is not None:
-        width = checks.check_max_length(output_length, "output_length")
-        if isinstance(max_length, int) and isinstance(width, int):
-            max_length = min(max_length, width)
-        else:
-            max_length = ops.minimum(max_length, width)
+    max_length, width = checks.check_output_length(max_length,
+                                                    output_length)
 
     def cond(index, ids, cache, output, scores, finished):
         del ids, cache, output, scores  # Unused.
