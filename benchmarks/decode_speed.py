@@ -8,7 +8,10 @@ Runtimes (greedy unless noted, beam 4 where the runtime has a beam):
   greedy search as one XLA program per input shape (greedy only: the
   Translator keeps beam search a graph);
 - "saved_model": the exported SavedModel, reloaded, same functions;
-- "onnx": the exported ONNX search graphs in ONNX Runtime;
+- "onnx": the exported ONNX search graphs in ONNX Runtime (the default
+  export: onnxruntime's fused operators in the decoder step);
+- "onnx_standard": the same searches in standard ONNX operators only
+  (`export_onnx(operators="standard")`, what onnxruntime-web runs);
 - "onnx_int8": the same graphs exported with `quantize="int8"`
   (`export/onnx/quantize.py`: int8 MatMul weights, dynamic uint8
   activations, Loop body included);
@@ -44,7 +47,8 @@ from keras_transformer.benchmarks import (
 )
 from keras_transformer.text import END_ID
 
-RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
+RUNTIMES = ("ours", "ours_xla", "saved_model", "onnx", "onnx_standard",
+            "onnx_int8",
             "onnx_beam_op", "ct2_float32", "ct2_int8", "hub", "hub_xla",
             "tutorial")
 LABELS = {
@@ -52,6 +56,7 @@ LABELS = {
     "ours_xla": "ours, XLA (Translator jit_compile)",
     "saved_model": "ours, SavedModel",
     "onnx": "ours, ONNX Runtime",
+    "onnx_standard": "ours, ONNX Runtime, standard operators",
     "onnx_int8": "ours, ONNX Runtime int8",
     "onnx_beam_op": "ours, ONNX Runtime BeamSearch op",
     "ct2_float32": "CTranslate2 float32",
@@ -62,8 +67,10 @@ LABELS = {
 }
 # The float32 runtimes the package ships (targets against float32 peers).
 SHIPPED = ("ours", "ours_xla", "saved_model", "onnx")
-# What runs without TensorFlow (issue 13 compares these with CTranslate2).
-PORTABLE = ("onnx", "onnx_int8", "onnx_beam_op")
+# What runs without TensorFlow (issue 13 compares these with CTranslate2),
+# and its float32 part (issue 22's targets; int8 rows beside).
+PORTABLE = ("onnx", "onnx_standard", "onnx_int8", "onnx_beam_op")
+PORTABLE_FLOAT32 = ("onnx", "onnx_standard", "onnx_beam_op")
 GREEDY_ONLY = ("ours_xla", "hub", "hub_xla", "tutorial")
 BEAM_ONLY = ("onnx_beam_op",)
 
@@ -128,18 +135,21 @@ class DecodingBench:
             export_saved_model(self.translator(length), path)
         return tf.saved_model.load(path)
 
-    def _onnx(self, length, mode, quantize=None, beam_op=False):
+    def _onnx(self, length, mode, quantize=None, beam_op=False,
+              operators="onnxruntime"):
         from keras_transformer.contract import ONNX_BEAM_OP_GRAPH
         from keras_transformer.export.onnx import export_onnx
         from keras_transformer.export.onnx.runtime import make_session
 
-        suffix = f"_{quantize}" if quantize else "_op" if beam_op else ""
+        suffix = (f"_{quantize}" if quantize else "_op" if beam_op
+                  else "_standard" if operators == "standard" else "")
         path = os.path.join(self.workdir, f"onnx_{length}_{mode}{suffix}")
         with _timed(self.export_seconds,
                     f"onnx{suffix} {mode} ({length} tokens)"):
             report = export_onnx(self.translator(length), path,
                                  modes=(mode,), verify=False,
-                                 quantize=quantize, beam_op=beam_op)
+                                 quantize=quantize, beam_op=beam_op,
+                                 operators=operators)
         name = ONNX_BEAM_OP_GRAPH if beam_op else f"{mode}.onnx"
         self.file_bytes[f"onnx{suffix} {mode} ({length} tokens)"] = (
             report["files"][name])
@@ -225,13 +235,16 @@ class DecodingBench:
             fn = (loaded.translate_tokens_greedy if beam == 1
                   else loaded.translate_tokens)
             return lambda: fn(tensor)["target_ids"]
-        if runtime in ("onnx", "onnx_int8", "onnx_beam_op"):
+        if runtime in ("onnx", "onnx_standard", "onnx_int8", "onnx_beam_op"):
             from keras_transformer.export.onnx.runtime import run_search
 
             mode = "greedy" if beam == 1 else "beam"
             quantize = "int8" if runtime == "onnx_int8" else None
+            operators = ("standard" if runtime == "onnx_standard"
+                         else "onnxruntime")
             session = self._once((runtime, length, mode), lambda: self._onnx(
-                length, mode, quantize, beam_op=runtime == "onnx_beam_op"))
+                length, mode, quantize, beam_op=runtime == "onnx_beam_op",
+                operators=operators))
             return lambda: run_search(session, source)["target_ids"]
         if runtime in ("hub", "hub_xla"):
             peer = self._once("hub", self._hub)

@@ -32,9 +32,10 @@ from keras_transformer.benchmarks.train_speed import (
     run_training,
 )
 
-ALL = ("ours", "ours_xla", "saved_model", "onnx", "onnx_int8",
-       "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
-BEAM = ("ours", "saved_model", "onnx", "onnx_int8", "onnx_beam_op",
+ALL = ("ours", "ours_xla", "saved_model", "onnx", "onnx_standard",
+       "onnx_int8", "ct2_float32", "ct2_int8", "hub", "hub_xla", "tutorial")
+BEAM = ("ours", "saved_model", "onnx", "onnx_standard", "onnx_int8",
+        "onnx_beam_op",
         "ct2_float32", "ct2_int8")
 SWEEP = ("ours", "ours_xla", "onnx", "ct2_float32", "hub_xla")
 

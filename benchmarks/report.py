@@ -1,6 +1,10 @@
 """Renders the benchmark results as RESULTS.md and checks the targets."""
 
-from keras_transformer.benchmarks.decode_speed import LABELS, PORTABLE, SHIPPED
+from keras_transformer.benchmarks.decode_speed import (
+    LABELS,
+    PORTABLE_FLOAT32,
+    SHIPPED,
+)
 
 TRAINING_LABELS = {"ours": "ours (keras_transformer)",
                    "tutorial": "tutorial-style reference",
@@ -118,15 +122,16 @@ def evaluate_targets(results) -> list[dict]:
                 "ratio = SavedModel time / ONNX Runtime time"))
     for batch in batches:
         for mode in ("greedy", "beam"):
-            # Issue 13: what runs anywhere (ONNX, float32 or int8) against
-            # CTranslate2 float32.
-            name, ours = _fastest(results, PORTABLE, mode, batch, length)
+            # Issue 22: what runs anywhere (ONNX float32 graphs) against
+            # CTranslate2 float32, by 1.2x; int8 in the next row.
+            name, ours = _fastest(results, PORTABLE_FLOAT32, mode, batch,
+                                  length)
             ct2 = _seconds(results, "ct2_float32", mode, batch, length)
             targets.append(_target(
                 f"{mode}{' 4' if mode == 'beam' else ''}, batch {batch}: "
-                "our fastest portable runtime faster than CTranslate2 "
+                "our fastest float32 portable runtime >= 1.2x CTranslate2 "
                 "float32", ct2 / ours if None not in (ct2, ours) else None,
-                1.0, f"{LABELS.get(name, name)}; {length} tokens; ratio = "
+                1.2, f"{LABELS.get(name, name)}; {length} tokens; ratio = "
                 "their time / ours"))
             ct2 = _seconds(results, "ct2_int8", mode, batch, length)
             int8 = _seconds(results, "onnx_int8", mode, batch, length)

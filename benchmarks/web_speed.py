@@ -73,7 +73,8 @@ def build_exports(workdir: str) -> tuple[str, str, dict]:
     translator = ours.make_translator(
         model, tokenizer, extra_length=OUTPUT_LENGTH - SOURCE_LENGTH)
     onnx_dir = os.path.join(workdir, "onnx")
-    export_onnx(translator, onnx_dir, verify=False)
+    # The page runs standard operators; native onnxruntime runs the same.
+    export_onnx(translator, onnx_dir, verify=False, operators="standard")
     web_dir = os.path.join(workdir, "web")
     return onnx_dir, web_dir, export_web(onnx_dir, web_dir)
 

@@ -6,6 +6,8 @@
                              Serving expects), verified in a fresh process
     out_dir/onnx/            the ONNX search graphs and vocabularies,
                              verified with onnxruntime against the Translator
+                             (onnxruntime's fused operators unless
+                             `onnx_operators="standard"`)
 
 and, with format "ctranslate2" or "ctranslate2-int8", a CTranslate2 model
 directory verified by greedy token equality (float32); with format "web"
@@ -19,6 +21,8 @@ unless its verification passed.
 
 import os
 
+from keras_transformer.checks import check_choice
+from keras_transformer.contract import ONNX_OPERATORS
 from keras_transformer.run_directory import RunDirectory
 
 FORMATS = ("saved_model", "onnx", "all", "ctranslate2", "ctranslate2-int8",
@@ -35,7 +39,8 @@ def verification_texts(run_dir: str, limit: int = 64) -> list[str]:
 def export_run(run_dir: str, out_dir: str, format: str = "all",
                texts: list[str] | None = None,
                settings=None, quantize: str | None = None,
-               beam_op: bool = False) -> dict:
+               beam_op: bool = False,
+               onnx_operators: str | None = None) -> dict:
     """Exports and verifies a run; returns {"saved_model": ..., "onnx": ...}.
 
     Args:
@@ -57,6 +62,11 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         beam_op: bool, also write the opt-in `beam_ort.onnx`
             (onnxruntime's BeamSearch op; `export.onnx.beam_op`); only
             with format "onnx" or "all" and float32.
+        onnx_operators: the ONNX token graphs' operators (`export_onnx`'s
+            `operators`): "onnxruntime" (fused `com.microsoft` operators)
+            or "standard"; defaults to "standard" for format "web" (what
+            onnxruntime-web runs) and "onnxruntime" otherwise. The web
+            folder always gets standard graphs.
     """
     if format not in FORMATS:
         raise ValueError(
@@ -71,6 +81,9 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         raise ValueError(
             "`beam_op` applies to ONNX exports (format 'onnx' or 'all'). "
             f"Received: beam_op={beam_op!r}, format={format!r}")
+    if onnx_operators is None:
+        onnx_operators = "standard" if format == "web" else "onnxruntime"
+    check_choice("onnx_operators", onnx_operators, ONNX_OPERATORS)
     if format == "web":  # Before training-sized work: the npm files.
         from keras_transformer.export.web.export import runtime_files
         runtime_files()
@@ -96,7 +109,8 @@ def export_run(run_dir: str, out_dir: str, format: str = "all",
         report["onnx"] = export_onnx(translator, os.path.join(out_dir, "onnx"),
                                      texts=texts,
                                      saved_model_dir=saved_model_dir,
-                                     quantize=quantize, beam_op=beam_op)
+                                     quantize=quantize, beam_op=beam_op,
+                                     operators=onnx_operators)
     if format in ("web", "all"):
         from keras_transformer.export.web.verify import export_web_checked
         report["web"] = export_web_checked(

@@ -286,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "stored as float16: 2x smaller, nearly every "
                              "output as float32's); verified against the "
                              "float32 ids")
+    export.add_argument("--onnx-operators",
+                        choices=("onnxruntime", "standard"), default=None,
+                        help="ONNX only: onnxruntime (the decoder step with "
+                             "onnxruntime's fused com.microsoft operators, "
+                             "which only onnxruntime runs) or standard (ONNX "
+                             "operators only, for other engines); default "
+                             "standard with --format web, else onnxruntime. "
+                             "The web folder always gets standard graphs")
     export.add_argument("--ort-beam-search", action="store_true",
                         help="ONNX only: also write beam_ort.onnx, the "
                              "beam search as onnxruntime's BeamSearch op "
@@ -458,7 +466,8 @@ def _cmd_export(args):
     from keras_transformer.export import export_run
     report = export_run(args.run, args.out, args.format,
                         settings=_settings(args), quantize=args.quantize,
-                        beam_op=args.ort_beam_search)
+                        beam_op=args.ort_beam_search,
+                        onnx_operators=args.onnx_operators)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

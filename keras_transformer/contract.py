@@ -82,6 +82,12 @@ ONNX_FORMAT = "keras-transformer-onnx"
 ONNX_GRAPHS = {"beam": "beam.onnx", "greedy": "greedy.onnx"}
 ONNX_TEXT_GRAPHS = {"beam": "beam_text.onnx", "greedy": "greedy_text.onnx"}
 ONNX_BEAM_OP_GRAPH = "beam_ort.onnx"
+# The operator sets a token graph may use (`onnx_config.json`'s
+# "operators"): onnxruntime's fused `com.microsoft` operators in the
+# decoder step (the default; only onnxruntime runs them), or standard ONNX
+# operators alone (onnxruntime-web, other engines). Manifests written
+# before the choice existed hold standard graphs.
+ONNX_OPERATORS = ("onnxruntime", "standard")
 TOKEN_INPUTS = ("source_ids",)
 TOKEN_OUTPUTS = ("target_ids", "score")
 TEXT_INPUTS = ("text",)
@@ -369,6 +375,8 @@ def _upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
         manifest.setdefault("target_limit", manifest["max_length"])
     if manifest.get("quantization") is None:  # ONNX, version 2.
         manifest["quantization"] = "float32"
+    if manifest.get("format") == ONNX_FORMAT:  # Before the choice.
+        manifest.setdefault("operators", "standard")
     for name in ("pad", "unk", "start", "end"):
         manifest.setdefault(f"{name}_token", getattr(
             special_tokens, f"{name.upper()}_TOKEN"))

@@ -4,7 +4,9 @@ One graph runs the whole search: the search's `tf.while_loop` becomes one
 ONNX `Loop` (the encoder once, then the decoder step with its cache), and
 the graph holds every weight once. After tf2onnx, `graph.compact` folds
 the shapes of constants and keeps one copy of equal constants,
-`lean.lean_search` trims the decoder step, and `graph.name_dims` names the
+`lean.lean_search` trims the decoder step, `fuse.fuse_search` replaces
+node groups by onnxruntime's fused operators (or, for engines without
+them, only by standard ones: `operators`), and `graph.name_dims` names the
 dims `batch`, `source_length` and `target_length`.
 """
 
@@ -14,7 +16,9 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
-from keras_transformer.contract import SEARCH_MODES
+from keras_transformer.checks import check_choice
+from keras_transformer.contract import ONNX_OPERATORS, SEARCH_MODES
+from keras_transformer.export.onnx.fuse import CONTRIB_DOMAIN, fuse_search
 from keras_transformer.export.onnx.graph import compact, graphs, name_dims
 from keras_transformer.export.onnx.lean import lean_search
 
@@ -76,18 +80,23 @@ def function_to_onnx(function, opset: int, doc: str,
 
 
 def convert_search(translator, mode: str = "beam",
-                   opset: int = MIN_OPSET) -> onnx.ModelProto:
+                   opset: int = MIN_OPSET,
+                   operators: str = "onnxruntime") -> onnx.ModelProto:
     """Converts one search of `translator` to an ONNX model with tf2onnx.
 
     The steps of `tf2onnx.convert.from_function` (freeze the traced
     function, convert the graph, optimize), with the passes of
-    `_optimizers`, then `compact` and the leaner decoder step of
-    `lean.lean_search`.
+    `_optimizers`, then `compact`, the leaner decoder step of
+    `lean.lean_search` and the fused nodes of `fuse.fuse_search`.
 
     Args:
         translator: a `keras_transformer.Translator`.
         mode: "beam" or "greedy".
         opset: int, the ONNX opset, 17 or 18. Defaults to 17.
+        operators: "onnxruntime" (the default: onnxruntime's fused
+            `com.microsoft` operators in the decoder step, which only
+            onnxruntime runs) or "standard" (standard ONNX operators only,
+            for onnxruntime-web and other engines).
 
     Returns:
         An `onnx.ModelProto` with input `source_ids` int32 [batch,
@@ -98,18 +107,21 @@ def convert_search(translator, mode: str = "beam",
         raise ValueError(
             f"`mode` must be one of {sorted(SEARCH_MODES)}. "
             f"Received: mode={mode!r}")
+    check_choice("operators", operators, ONNX_OPERATORS)
     function = getattr(translator, SEARCH_FUNCTIONS[mode])
     model = function_to_onnx(function, opset,
                              f"keras-transformer {mode} search",
                              f"{mode}_search")
     compact(model.graph)
     lean_search(model)
+    fuse_search(model, contrib=operators == "onnxruntime")
     name_dims(model.graph)
     # tf2onnx leaves an op it cannot convert in the graph, under its
     # TensorFlow name.
     unknown = sorted({node.op_type for graph, _ in graphs(model.graph)
                       for node in graph.node
-                      if not onnx.defs.has(node.op_type, node.domain)})
+                      if node.domain != CONTRIB_DOMAIN
+                      and not onnx.defs.has(node.op_type, node.domain)})
     if unknown:
         raise ValueError(
             f"tf2onnx cannot convert the TensorFlow ops {unknown} of the "

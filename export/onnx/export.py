@@ -34,12 +34,13 @@ import time
 import numpy as np
 import onnx
 
-from keras_transformer.checks import check_int
+from keras_transformer.checks import check_choice, check_int
 from keras_transformer.contract import (
     ONNX_BEAM_OP_GRAPH,
     ONNX_FORMAT,
     ONNX_GRAPHS,
     ONNX_MANIFEST,
+    ONNX_OPERATORS,
     ONNX_TEXT_GRAPHS,
     SCORE_TOLERANCE,
     SEARCH_MODES,
@@ -81,7 +82,8 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 score_tolerance: float = SCORE_TOLERANCE,
                 quantize: str | None = None,
                 min_agreement: float | None = None,
-                beam_op: bool = False) -> dict:
+                beam_op: bool = False,
+                operators: str = "onnxruntime") -> dict:
     """Writes the searches of `translator` as ONNX graphs and verifies them.
 
     Writes, for each of `modes`, `ONNX_GRAPHS[mode]` (token graph) and
@@ -148,6 +150,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     """
     check_translator(translator)
     check_quantize(quantize)
+    check_choice("operators", operators, ONNX_OPERATORS)
     if not isinstance(beam_op, bool) or (beam_op and quantize is not None):
         raise ValueError(
             "`beam_op` must be a bool, and False with `quantize`. Received: "
@@ -169,7 +172,8 @@ def export_onnx(translator, out_dir: str | os.PathLike,
     config_path = os.path.join(out_dir, ONNX_MANIFEST)
     if os.path.exists(config_path):  # Until the new graphs are complete.
         os.remove(config_path)
-    report = {"out_dir": out_dir, "opset": opset, "files": {},
+    report = {"out_dir": out_dir, "opset": opset, "operators": operators,
+              "files": {},
               "variables_bytes": sum(
                   int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
                   for v in translator.model.weights),
@@ -179,7 +183,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
               "matmuls": {}, "float32_bytes": {}}
     for mode in modes:
         start = time.perf_counter()
-        model = convert_search(translator, mode, opset)
+        model = convert_search(translator, mode, opset, operators)
         if quantize is not None:
             report["float32_bytes"][mode] = model.ByteSize()
             model = quantize_search(model, quantize)
@@ -220,7 +224,7 @@ def export_onnx(translator, out_dir: str | os.PathLike,
                 os.path.join(out_dir, ONNX_BEAM_OP_GRAPH), translator, ids,
                 score_tolerance=score_tolerance)
     # The configuration last: a directory with one lists complete graphs.
-    config = _manifest(translator, opset, modes, quantize)
+    config = _manifest(translator, opset, modes, quantize, operators)
     if beam_op:
         config["beam_op_graph"] = ONNX_BEAM_OP_GRAPH
     write_manifest(out_dir, ONNX_MANIFEST, config)
@@ -249,19 +253,21 @@ def _model_proto(translator, side):
     return proto
 
 
-def _manifest(translator, opset, modes, quantize):
+def _manifest(translator, opset, modes, quantize, operators):
     """What `OnnxTranslator` needs besides the graphs and models."""
+    domains = {"text_graphs": "ai.onnx.contrib (onnxruntime-extensions)"}
+    if operators == "onnxruntime":
+        domains["graphs"] = "com.microsoft (onnxruntime contrib operators)"
     return make_manifest(
         ONNX_FORMAT, max_length=translator.max_length,
         target_limit=translator.target_limit,
         max_source_tokens=translator.source_limit,
         source_vocab_size=translator.source_vocab_size,
         search_settings=translator.settings, quantization=quantize,
-        opset=opset,
+        opset=opset, operators=operators,
         graphs={mode: ONNX_GRAPHS[mode] for mode in modes},
         text_graphs={mode: ONNX_TEXT_GRAPHS[mode] for mode in modes},
-        custom_op_domains={"text_graphs": "ai.onnx.contrib "
-                           "(onnxruntime-extensions)"},
+        custom_op_domains=domains,
         inputs={"graphs": {"source_ids": "int32 [batch, source_length]"},
                 "text_graphs": {"text": "string [batch]"}},
         outputs={"graphs": {"target_ids": "int32 [batch, target_length]",

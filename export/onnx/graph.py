@@ -30,6 +30,27 @@ def graphs(graph, parents=()):
                 yield from graphs(subgraph, parents + (graph,))
 
 
+def constant_values(graph, outer=None) -> dict:
+    """Name -> array of the initializers and Constant nodes of `graph`,
+    over the names of `outer` (those of its enclosing graphs)."""
+    values = dict(outer or {})
+    values.update((t.name, numpy_helper.to_array(t))
+                  for t in graph.initializer)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(
+                node.attribute[0].t)
+    return values
+
+
+def scoped_constants(graph, parents) -> dict:
+    """`constant_values` of `graph` and of every graph enclosing it."""
+    values = {}
+    for scope in (*parents, graph):
+        values = constant_values(scope, values)
+    return values
+
+
 def fold_constant_shapes(main):
     """Replaces Shape(initializer) by a constant: the weight stays once."""
     shapes = {}

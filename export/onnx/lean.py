@@ -37,6 +37,7 @@ from keras_transformer.export.onnx.graph import (
     compact,
     drop_unused_initializers,
     graphs,
+    scoped_constants,
 )
 
 
@@ -86,27 +87,12 @@ def hoist_loop_invariants(main):
             del loop.output[slot - 2]
 
 
-def _constants(graph, outer):
-    """Name -> array of the initializers and Constant nodes of `graph`."""
-    values = dict(outer)
-    values.update((t.name, numpy_helper.to_array(t))
-                  for t in graph.initializer)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(
-                node.attribute[0].t)
-    return values
-
-
 def fold_weight_views(main):
     """Turns a Reshape of a weight, in any graph, into a weight."""
     weights = {t.name for t in main.initializer}
     folded = {}
     for graph, parents in graphs(main):
-        outer = {}
-        for parent in parents:
-            outer = _constants(parent, outer)
-        values = _constants(graph, outer)
+        values = scoped_constants(graph, parents)
         keep = []
         for node in graph.node:
             value = None
@@ -143,10 +129,7 @@ def fuse_layer_norms(main) -> int:
     """
     fused = 0
     for graph, parents in graphs(main):
-        values = {}
-        for scope in (*parents, graph):
-            values = _constants(scope, values)
-        fused += _fuse_in(graph, values)
+        fused += _fuse_in(graph, scoped_constants(graph, parents))
     return fused
 
 

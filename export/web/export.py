@@ -131,6 +131,13 @@ def web_manifest(onnx_dir: str | os.PathLike) -> dict:
         raise ValueError(
             "`onnx_dir` must hold token graphs (an export of this package, "
             f"version 2 or later). Received: onnx_dir={os.fspath(onnx_dir)!r}")
+    if manifest["operators"] != "standard":
+        raise ValueError(
+            "`onnx_dir` must hold token graphs of standard ONNX operators "
+            "(onnxruntime-web has no onnxruntime contrib operators): export "
+            "with operators='standard' (`--onnx-operators standard`). "
+            f"Received: onnx_dir={os.fspath(onnx_dir)!r} with operators="
+            f"{manifest['operators']!r}")
     for key in _TEXT_GRAPH_KEYS:
         manifest.pop(key, None)
     for key in ("inputs", "outputs"):
@@ -153,7 +160,7 @@ def export_web(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     Args:
         onnx_dir: a directory written by `export.onnx.export_onnx`
-            (float32 or int8).
+            (float32 or int8) with `operators="standard"`.
         out_dir: the folder to write (created; files of the same names are
             replaced).
         node_modules: where `npm ci` put the npm packages; defaults to
@@ -168,7 +175,8 @@ def export_web(onnx_dir: str | os.PathLike, out_dir: str | os.PathLike,
     Raises:
         FileNotFoundError: the npm runtime files are missing (the message
             gives `install_command()`).
-        ValueError: `onnx_dir` is not an ONNX export with token graphs.
+        ValueError: `onnx_dir` is not an ONNX export with token graphs of
+            standard operators.
 
     Example:
     >>> report = export_web("export/onnx", "export/web")

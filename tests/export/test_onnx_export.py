@@ -87,10 +87,14 @@ def test_export_report_and_parity_counts(onnx_export):
     assert "TopK" in report["op_types"]["beam"]
     assert "ArgMax" in report["op_types"]["greedy"]
     layers = onnx_export.translator.model.config.num_layers
+    assert report["operators"] == "onnxruntime"
     for mode in ("beam", "greedy"):
-        # export.onnx.lean: every LayerNorm is one node, 2 per encoder
-        # layer and 3 per decoder layer.
-        assert report["op_types"][mode]["LayerNormalization"] == 5 * layers
+        # export.onnx.lean and .fuse: every LayerNorm is one node, 2 per
+        # encoder layer and 3 per decoder layer; each decoder layer's two
+        # attentions are one node each.
+        ops = report["op_types"][mode]
+        assert ops["LayerNormalization"] == 5 * layers
+        assert ops["MultiHeadAttention"] == 2 * layers
 
 
 @pytest.mark.slow
@@ -101,6 +105,10 @@ def test_config_and_models(onnx_export):
     assert (config["format"], config["version"], config["opset"]) == (
         "keras-transformer-onnx", 3, 17)
     assert config["graphs"] == {"beam": "beam.onnx", "greedy": "greedy.onnx"}
+    assert config["operators"] == "onnxruntime"
+    assert config["custom_op_domains"] == {
+        "graphs": "com.microsoft (onnxruntime contrib operators)",
+        "text_graphs": "ai.onnx.contrib (onnxruntime-extensions)"}
     assert config["text_graphs"] == {"beam": "beam_text.onnx",
                                      "greedy": "greedy_text.onnx"}
     for key, tokenizer in (("source_model", translator.source_tokenizer),
@@ -179,8 +187,17 @@ def test_file_holds_each_weight_once(onnx_export, name):
 def test_export_of_one_search_with_opset_18(onnx_export, tmp_path):
     translator, texts = onnx_export.translator, onnx_export.texts
     report = onnx_export_module.export_onnx(translator, tmp_path, opset=18,
-                                            modes=("greedy",), verify=False)
+                                            modes=("greedy",), verify=False,
+                                            operators="standard")
     assert report["verification"] is None
+    # Standard operators only, named so in the config.
+    assert read_config(tmp_path)["operators"] == "standard"
+    assert "graphs" not in read_config(tmp_path)["custom_op_domains"]
+    assert "MultiHeadAttention" not in report["op_types"]["greedy"]
+    for name in ("greedy.onnx", "greedy_text.onnx"):
+        assert "com.microsoft" not in {
+            node.domain for graph, _ in onnx_graph.graphs(
+                onnx.load(tmp_path / name).graph) for node in graph.node}
     assert sorted(os.listdir(tmp_path)) == sorted(report["files"]) == [
         "greedy.onnx", "greedy_text.onnx", "onnx_config.json",
         "source.model", "target.model"]

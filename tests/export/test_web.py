@@ -160,6 +160,24 @@ def test_node_translates_as_the_translator(web_export, reverse_digits_onnx,
 
 
 @pytest.mark.slow
+def test_export_of_onnxruntime_operators_fails(reverse_digits_onnx,
+                                              tmp_path):
+    # onnxruntime-web has no com.microsoft operators: a fused export is
+    # refused by name (export_run makes a standard one for the page).
+    from keras_transformer.export.web.export import export_web
+
+    require()
+    fused = tmp_path / "onnx"
+    shutil.copytree(reverse_digits_onnx.onnx_dir, fused)
+    manifest = json.loads((fused / ONNX_MANIFEST).read_text())
+    manifest["operators"] = "onnxruntime"
+    (fused / ONNX_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="operators='onnxruntime'"):
+        export_web(fused, tmp_path / "web")
+    assert not (tmp_path / "web").exists()
+
+
+@pytest.mark.slow
 def test_export_run_writes_the_folder_and_checks_it_in_node(
         web_export, reverse_digits_onnx, tmp_path, monkeypatch):
     # export_run's web step, on the module's model: the ONNX step copies
