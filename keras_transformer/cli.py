@@ -288,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "float32 ids")
     export.add_argument("--onnx-operators",
                         choices=("onnxruntime", "standard"), default=None,
-                        help="ONNX only: onnxruntime (the decoder step with "
-                             "onnxruntime's fused com.microsoft operators, "
-                             "which only onnxruntime runs) or standard (ONNX "
+                        help="ONNX only: onnxruntime (the greedy search's "
+                             "decoder step with onnxruntime's fused "
+                             "com.microsoft attention, which only onnxruntime "
+                             "runs) or standard (ONNX "
                              "operators only, for other engines); default "
                              "standard with --format web, else onnxruntime. "
                              "The web folder always gets standard graphs")

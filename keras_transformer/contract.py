@@ -83,10 +83,10 @@ ONNX_GRAPHS = {"beam": "beam.onnx", "greedy": "greedy.onnx"}
 ONNX_TEXT_GRAPHS = {"beam": "beam_text.onnx", "greedy": "greedy_text.onnx"}
 ONNX_BEAM_OP_GRAPH = "beam_ort.onnx"
 # The operator sets a token graph may use (`onnx_config.json`'s
-# "operators"): onnxruntime's fused `com.microsoft` operators in the
-# decoder step (the default; only onnxruntime runs them), or standard ONNX
-# operators alone (onnxruntime-web, other engines). Manifests written
-# before the choice existed hold standard graphs.
+# "operators"): onnxruntime's fused `com.microsoft` attention in the
+# greedy search's decoder step (the default; only onnxruntime runs it), or
+# standard ONNX operators alone (onnxruntime-web, other engines).
+# Manifests written before the choice existed hold standard graphs.
 ONNX_OPERATORS = ("onnxruntime", "standard")
 TOKEN_INPUTS = ("source_ids",)
 TOKEN_OUTPUTS = ("target_ids", "score")

@@ -94,9 +94,10 @@ def convert_search(translator, mode: str = "beam",
         mode: "beam" or "greedy".
         opset: int, the ONNX opset, 17 or 18. Defaults to 17.
         operators: "onnxruntime" (the default: onnxruntime's fused
-            `com.microsoft` operators in the decoder step, which only
-            onnxruntime runs) or "standard" (standard ONNX operators only,
-            for onnxruntime-web and other engines).
+            `com.microsoft` attention in the greedy search's decoder step,
+            which only onnxruntime runs; the beam search stays standard)
+            or "standard" (standard ONNX operators only, for
+            onnxruntime-web and other engines).
 
     Returns:
         An `onnx.ModelProto` with input `source_ids` int32 [batch,
@@ -114,7 +115,10 @@ def convert_search(translator, mode: str = "beam",
                              f"{mode}_search")
     compact(model.graph)
     lean_search(model)
-    fuse_search(model, contrib=operators == "onnxruntime")
+    # The beam graph keeps standard operators: in two harness runs its
+    # fused form was 1.2-1.3x slower at batch 1 (benchmarks/RESULTS.md,
+    # "Two runs of 2026-12-08").
+    fuse_search(model, contrib=operators == "onnxruntime" and mode == "greedy")
     name_dims(model.graph)
     # tf2onnx leaves an op it cannot convert in the graph, under its
     # TensorFlow name.

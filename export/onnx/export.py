@@ -119,6 +119,12 @@ def export_onnx(translator, out_dir: str | os.PathLike,
             ranks by log P / length^alpha, not GNMT; see that module),
             verified against the Translator at length_penalty 0 (float32
             only). Defaults to False.
+        operators: "onnxruntime" (the default: the greedy search's
+            decoder step uses onnxruntime's fused `com.microsoft`
+            attention, `export.onnx.fuse`; the beam search stays standard)
+            or "standard" (standard ONNX operators only: for
+            onnxruntime-web, which the web export needs, and other
+            engines). Named in `onnx_config.json` as "operators".
 
     Returns:
         A report dict: `out_dir`, `opset`, `files` (name -> bytes),
@@ -257,7 +263,8 @@ def _manifest(translator, opset, modes, quantize, operators):
     """What `OnnxTranslator` needs besides the graphs and models."""
     domains = {"text_graphs": "ai.onnx.contrib (onnxruntime-extensions)"}
     if operators == "onnxruntime":
-        domains["graphs"] = "com.microsoft (onnxruntime contrib operators)"
+        domains["graphs"] = ("com.microsoft (onnxruntime contrib "
+                             "operators; greedy search)")
     return make_manifest(
         ONNX_FORMAT, max_length=translator.max_length,
         target_limit=translator.target_limit,
