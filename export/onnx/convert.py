@@ -116,7 +116,7 @@ def convert_search(translator, mode: str = "beam",
     compact(model.graph)
     lean_search(model)
     # The beam graph keeps standard operators: in two harness runs its
-    # fused form was 1.2-1.3x slower at batch 1 (benchmarks/RESULTS.md,
+    # fused form was 1.16-1.30x slower at batch 1 (benchmarks/RESULTS.md,
     # "Two runs of 2026-12-08").
     fuse_search(model, contrib=operators == "onnxruntime" and mode == "greedy")
     name_dims(model.graph)
