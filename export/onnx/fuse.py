@@ -30,13 +30,12 @@ take the graph without the `com.microsoft` rewrite
 (`fuse_search(model, contrib=False)`).
 """
 
-import collections
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from keras_transformer.export.onnx.graph import (
+    ValueIndex,
     drop_unused_initializers,
     graphs,
     scoped_constants,
@@ -84,30 +83,6 @@ def value_ranks(model) -> dict:
     return ranks
 
 
-class _Index:
-    """Producers and use counts of one graph's values."""
-
-    def __init__(self, graph):
-        self.producers = {out: node for node in graph.node
-                          for out in node.output}
-        self.uses = collections.Counter(
-            name for node in graph.node for name in node.input)
-        self.uses.update(output.name for output in graph.output)
-        for node in graph.node:  # Names read by nested subgraphs.
-            for attribute in node.attribute:
-                nested = list(attribute.graphs)
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    nested.append(attribute.g)
-                for sub in nested:
-                    for inner, _ in graphs(sub):
-                        self.uses.update(n for x in inner.node
-                                         for n in x.input)
-
-    def node(self, name, op_type):
-        node = self.producers.get(name)
-        return node if node is not None and node.op_type == op_type else None
-
-
 def _attribute(node, name, default=None):
     for attribute in node.attribute:
         if attribute.name == name:
@@ -130,7 +105,7 @@ def _rebuild(graph, edits):
 
 def where_selects(graph) -> int:
     """`Cast(c) * a + Cast(Not(c)) * b` -> `Where(c, a, b)` (c boolean)."""
-    index = _Index(graph)
+    index = ValueIndex(graph)
     edits = {}
     for add in graph.node:
         if add.op_type != "Add" or len(add.input) != 2:
@@ -175,7 +150,7 @@ def fuse_attention(graph, values, ranks) -> int:
     ONNX's type inference does not know the contrib operator, and
     onnxruntime's quantizer needs the types of MatMul inputs.
     """
-    index = _Index(graph)
+    index = ValueIndex(graph)
     edits = {}
     for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
         match = _match_attention(softmax, graph, index, values)
@@ -279,7 +254,7 @@ def fuse_skip_layer_norms(graph, values) -> int:
     result has no other use. A bias Add on one side of the residual (the
     sublayer's output bias, a constant vector) goes into the fused node.
     """
-    index = _Index(graph)
+    index = ValueIndex(graph)
     edits = {}
     for norm in [n for n in graph.node if n.op_type == "LayerNormalization"]:
         # A 1-D gamma only fits a normalization over the last axis alone.
@@ -315,7 +290,7 @@ def fuse_skip_layer_norms(graph, values) -> int:
 def drop_dead_nodes(graph):
     """Removes nodes none of whose outputs is used, until none is left."""
     while True:
-        index = _Index(graph)
+        index = ValueIndex(graph)
         keep = [n for n in graph.node
                 if any(index.uses[o] for o in n.output if o)]
         if len(keep) == len(graph.node):

@@ -30,6 +30,32 @@ def graphs(graph, parents=()):
                 yield from graphs(subgraph, parents + (graph,))
 
 
+class ValueIndex:
+    """The producer and the use count of each value of one graph; names
+    read by nested subgraphs count as uses."""
+
+    def __init__(self, graph):
+        self.producers = {out: node for node in graph.node
+                          for out in node.output}
+        self.uses = collections.Counter(
+            name for node in graph.node for name in node.input)
+        self.uses.update(output.name for output in graph.output)
+        for node in graph.node:
+            for attribute in node.attribute:
+                nested = list(attribute.graphs)
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    nested.append(attribute.g)
+                for sub in nested:
+                    for inner, _ in graphs(sub):
+                        self.uses.update(n for x in inner.node
+                                         for n in x.input)
+
+    def node(self, name, op_type):
+        """The node of `op_type` that produces `name`, or None."""
+        node = self.producers.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+
 def constant_values(graph, outer=None) -> dict:
     """Name -> array of the initializers and Constant nodes of `graph`,
     over the names of `outer` (those of its enclosing graphs)."""

@@ -34,6 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from keras_transformer.export.onnx.graph import (
+    ValueIndex,
     compact,
     drop_unused_initializers,
     graphs,
@@ -134,20 +135,8 @@ def fuse_layer_norms(main) -> int:
 
 
 def _fuse_in(graph, values) -> int:
-    producers = {out: node for node in graph.node for out in node.output}
-    uses = collections.Counter(name for node in graph.node
-                               for name in node.input)
-    uses.update(output.name for output in graph.output)
-    for node in graph.node:  # Names read by nested subgraphs count too.
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                for sub, _ in graphs(attribute.g):
-                    uses.update(n for inner in sub.node
-                                for n in inner.input)
-
-    def producer(name, op_type):
-        node = producers.get(name)
-        return node if node is not None and node.op_type == op_type else None
+    index = ValueIndex(graph)
+    uses, producer = index.uses, index.node
 
     def other(node, name):
         """The input of a two-input node that is not `name`."""
