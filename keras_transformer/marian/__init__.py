@@ -1,0 +1,1 @@
+"""Importing Marian / OPUS-MT checkpoints (Hugging Face folders)."""
