@@ -312,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the port; 0 picks a free one (default: "
                             "%(default)s)")
 
+    marian = command(
+        "import-marian", "import a Hugging Face Marian / OPUS-MT folder",
+        "Import a local Hugging Face Marian folder (config.json, "
+        "model.safetensors or pytorch_model.bin, source.spm, target.spm, "
+        "vocab.json) into a run directory that translate, evaluate, export "
+        "and train --init-from take. Nothing is downloaded: fetch the "
+        "folder first (e.g. `hf download Helsinki-NLP/opus-mt-en-de "
+        "--local-dir DIR`). With transformers and torch installed, the "
+        "import checks itself against them.")
+    marian.add_argument("src", help="the Marian folder")
+    marian.add_argument("--run", required=True,
+                        help="the run directory to write (must hold no "
+                             "model)")
+    marian.add_argument("--check", choices=("auto", "yes", "no"),
+                        default="auto",
+                        help="compare with transformers on sample "
+                             "sentences: auto (when installed), yes "
+                             "(required), no (default: %(default)s)")
+    marian.add_argument("--samples", default=None,
+                        help="a text file of sentences (one per line) for "
+                             "the check and the run's samples.txt")
+
     bench = command("bench", "speed benchmarks")
     bench.add_argument("--quick", action="store_true",
                        help="tiny config, few repeats (a smoke run)")
@@ -490,6 +512,19 @@ def _cmd_quickstart(args):
                               report=print)
 
 
+def _cmd_import_marian(args):
+    from keras_transformer.marian.importer import import_marian
+    samples = None
+    if args.samples is not None:
+        with open(args.samples, encoding="utf-8") as file:
+            samples = [line.strip() for line in file if line.strip()]
+    report = import_marian(
+        args.src, args.run, samples=samples,
+        check={"auto": None, "yes": True, "no": False}[args.check])
+    report.pop("fields", None)  # in metrics.json; long
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
 def _cmd_bench(args):
     from keras_transformer.benchmarks.harness import main as bench_main
     bench_main(quick=args.quick, output=args.output)
@@ -499,7 +534,8 @@ COMMANDS = {"train": _cmd_train, "translate": _cmd_translate,
             "summarize": _cmd_translate,
             "evaluate": _cmd_evaluate, "export": _cmd_export,
             "quickstart": _cmd_quickstart, "bench": _cmd_bench,
-            "serve-web": _cmd_serve_web}
+            "serve-web": _cmd_serve_web,
+            "import-marian": _cmd_import_marian}
 # Commands that need no TensorFlow: its quiet import is skipped.
 _LIGHT_COMMANDS = frozenset({"serve-web"})
 
