@@ -36,12 +36,22 @@ The input rules, the same in every runtime, each at its own entry point
 - invalid UTF-8 bytes become U+FFFD (the tokenizer's rule);
 - an empty batch gives an empty batch;
 - token-level entry points reject ids outside `[0, source vocabulary
-  size)` with an error naming `source_ids`.
+  size)` with an error naming `source_ids`;
+- a tokenizer id at or above the model's vocabulary size reads as `[UNK]`
+  (`known_token_ids`). A SentencePiece model may hold more pieces than the
+  model has ids: an imported Marian vocabulary keeps, after the model's
+  ids, the pieces its vocabulary lacks, so that text segments as before
+  while those pieces read as `[UNK]`, as Marian's tokenizer reads them.
+  The model file records the size (its `trainer_spec.vocab_size`,
+  `text.sentencepiece_model.model_vocab_size`); exports pass it on as
+  `source_vocab_size`. With every model the package learns, the size is
+  the number of pieces and the rule never applies.
 """
 
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from keras_transformer.checks import (
@@ -282,6 +292,27 @@ def output_limit(longest_source: int, target_limit: int,
     if max_output_tokens is not None:
         return max(1, min(max_output_tokens, target_limit))
     return max(1, min(longest_source + extra_length, target_limit))
+
+
+def known_token_ids(ids: Iterable[int], vocab_size: int) -> list[int]:
+    """Tokenizer ids as the model reads them: ids at or above `vocab_size`
+    become `[UNK]`.
+
+    The rule every tokenization runtime applies (TensorFlow's
+    `SentencePieceTokenizer`, the ONNX text graphs, the web page's
+    translator.js), here in plain ints.
+
+    Args:
+        ids: ints >= 0, a SentencePiece model's ids.
+        vocab_size: int >= 1, the model's vocabulary size.
+
+    Example:
+    >>> known_token_ids([5, 7, 9], 8)
+    [5, 7, 1]
+    """
+    check_int("vocab_size", vocab_size, 1)
+    return [token_id if token_id < vocab_size else special_tokens.UNK_ID
+            for token_id in ids]
 
 
 # -- export manifests ----------------------------------------------------

@@ -28,6 +28,9 @@ the TensorFlow `Translator` does:
   as in TensorFlow: bytes reach the graph as they are (a str as UTF-8, a
   lone surrogate as the byte it escapes, see `text_feed`); characters
   without a piece are spelled in byte pieces;
+- a SentencePiece id at or above the source vocabulary size (a piece
+  beyond the model's ids, in an imported Marian model) reads as `[UNK]`
+  (`contract.known_token_ids`, inside the text graphs);
 - an empty batch gives an empty batch;
 - ids outside [0, source vocabulary size) are a ValueError naming
   `source_ids`.

@@ -179,7 +179,9 @@ def _tokenize(source_model: bytes) -> list:
                 "nbest_size", "alpha", "false", "false", "false")],
             [_P + "tokens", _P + "splits"], name=_P + "tokenize",
             domain=CONTRIB, model=source_model),
-        # Ids at or above source_vocab_size -> the source unknown id.
+        # Ids at or above source_vocab_size -> the source unknown id
+        # (contract.known_token_ids: a rewritten Marian model's pieces
+        # beyond the model's ids).
         n("Less", ["tokens", "source_size"], "known"),
         n("Where", ["known", "tokens", "source_unk"], "known_tokens"),
         # One [PAD] after the tokens: the index every non-token reads.
@@ -283,7 +285,8 @@ def build_text_model(search: onnx.ModelProto, source_model: bytes,
         target_model: a serialized SentencePiece ModelProto for the target.
         max_source_tokens: int >= 1, the tokens kept per text before [END].
         source_vocab_size: int, the search's source vocabulary size (above
-            the source unknown id); larger tokenizer ids become that id.
+            the source unknown id); larger tokenizer ids become that id
+            (`contract.known_token_ids`).
         end_id: the [END] id, appended to every source row.
         pad_id: the padding id of `source_ids` and `target_ids`.
         start_id: the [START] id, skipped in `target_ids` like `pad_id`.

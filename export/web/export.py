@@ -12,7 +12,9 @@ serve and any current browser runs offline, with no request outside it:
   when that export is quantized) and its SentencePiece models;
 - `onnx_config.json`: the ONNX export's manifest (`contract.make_manifest`'s
   schema) less the text graphs, which need onnxruntime-extensions' ops that
-  onnxruntime-web lacks, plus a `web` entry naming the runtime files;
+  onnxruntime-web lacks, plus a `web` entry naming the runtime files; its
+  `source_vocab_size` is the limit above which translator.js reads a
+  SentencePiece id as `[UNK]` (`contract.known_token_ids`);
 - the runtime files of the pinned npm packages (`package.json`,
   `package-lock.json` beside this module; `npm ci` fetches them once):
   onnxruntime-web's WebAssembly build and SentencePiece compiled to

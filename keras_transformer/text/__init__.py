@@ -31,6 +31,7 @@ _LAZY_NAMES = {
     "learn_sentencepiece": ".sentencepiece_model",
     "learn_tokenizer_models": ".sentencepiece_model",
     "model_info": ".sentencepiece_model",
+    "model_vocab_size": ".sentencepiece_model",
     "with_normalization": ".sentencepiece_model",
 }
 

@@ -194,18 +194,50 @@ def model_info(model_proto: bytes) -> dict:
         model_proto: bytes, a serialized SentencePiece `ModelProto`.
 
     Returns:
-        A dict with `vocab_size` (int), `model_type` (str),
-        `normalization` (str, the normalization rule) and `byte_fallback`
-        (bool).
+        A dict with `vocab_size` (int, the model's ids:
+        `model_vocab_size`), `model_type` (str), `normalization` (str,
+        the normalization rule) and `byte_fallback` (bool); plus `pieces`
+        (int) when the model holds more pieces than ids.
     """
     model = _parse(model_proto)
     model_type = model.trainer_spec.model_type
-    return {
-        "vocab_size": len(model.pieces),
+    info = {
+        "vocab_size": _vocab_size(model),
         "model_type": _MODEL_TYPE_NAMES.get(model_type, str(model_type)),
         "normalization": model.normalizer_spec.name,
         "byte_fallback": bool(model.trainer_spec.byte_fallback),
     }
+    if info["vocab_size"] < len(model.pieces):
+        info["pieces"] = len(model.pieces)
+    return info
+
+
+def model_vocab_size(model_proto: bytes) -> int:
+    """The number of token ids a model gives: its first pieces.
+
+    A model's ids are its first `trainer_spec.vocab_size` pieces when that
+    field is set and smaller than the number of pieces, else all of its
+    pieces. SentencePiece's trainer sets it to the number of pieces, so it
+    is all of them for every model the package learns. A rewritten Marian
+    model (`keras_transformer.marian.tokenizers`) keeps pieces after its
+    ids that only serve segmentation: the tokenizers read their ids as
+    `[UNK]` (`keras_transformer.contract.known_token_ids`).
+
+    Args:
+        model_proto: bytes, a serialized SentencePiece `ModelProto`.
+
+    Returns:
+        int, the model's vocabulary size.
+    """
+    return _vocab_size(_parse(model_proto))
+
+
+def _vocab_size(model: sentencepiece_model_pb2.ModelProto) -> int:
+    pieces, recorded = len(model.pieces), model.trainer_spec.vocab_size
+    # Unset, the field reads as its default, 8000.
+    if not model.trainer_spec.HasField("vocab_size") or recorded < 1:
+        return pieces
+    return min(pieces, recorded)
 
 
 def _train(texts: list[str], vocab_size: int, model_type: str,

@@ -6,7 +6,10 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
-from keras_transformer.text.sentencepiece_model import model_info
+from keras_transformer.text.sentencepiece_model import (
+    model_info,
+    model_vocab_size,
+)
 from keras_transformer.text.special_tokens import (
     END_ID,
     PAD_ID,
@@ -38,6 +41,12 @@ class SentencePieceTokenizer(tf.Module):
     become U+FFFD, one per byte, inside SentencePiece. With the package's
     models (byte fallback), `detokenize(tokenize(s))` gives back the
     normalized `s` for any text.
+
+    The tokenizer's ids are the model's first `vocab_size` pieces
+    (`model_vocab_size`: all of them, except in a rewritten Marian model,
+    `keras_transformer.marian.tokenizers`, whose later pieces only keep
+    Marian's segmentation): `tokenize` reads a piece at or above
+    `vocab_size` as `[UNK]` (`keras_transformer.contract.known_token_ids`).
 
     Ids 0-3 are reserved: `[PAD]`, `[UNK]`, `[START]`, `[END]`. `tokenize`
     adds no `[START]`/`[END]`. All methods below are `tf.function`s that run
@@ -78,8 +87,9 @@ class SentencePieceTokenizer(tf.Module):
         pieces = _checked_pieces(model_proto)
         super().__init__(name=name)
         self._model_proto = bytes(model_proto)
-        self._pieces = tuple(pieces)
-        self._piece_table = tf.constant(pieces, tf.string)
+        self._pieces = tuple(pieces[:model_vocab_size(model_proto)])
+        self._has_extra_pieces = len(pieces) > len(self._pieces)
+        self._piece_table = tf.constant(self._pieces, tf.string)
         # Trace every id signature now so that a SavedModel has them all.
         for spec in _ID_SPECS:
             self.detokenize.get_concrete_function(spec)
@@ -113,12 +123,12 @@ class SentencePieceTokenizer(tf.Module):
 
     @property
     def vocab_size(self) -> int:
-        """Number of pieces, reserved ones included."""
+        """Number of token ids (pieces), reserved ones included."""
         return len(self._pieces)
 
     @property
     def vocabulary(self) -> list[str]:
-        """The pieces in id order."""
+        """The pieces of the token ids, in id order."""
         return list(self._pieces)
 
     @property
@@ -130,7 +140,13 @@ class SentencePieceTokenizer(tf.Module):
     @tf.function(input_signature=[_STRINGS_SPEC], autograph=False)
     def tokenize(self, strings):
         """string [B] -> int32 `tf.RaggedTensor` [B, (T)]."""
-        return self._sentencepiece().tokenize(strings)
+        ids = self._sentencepiece().tokenize(strings)
+        if not self._has_extra_pieces:
+            return ids  # The rule never applies: the graph stays as it was.
+        # known_token_ids: pieces beyond the model's ids read as [UNK].
+        known = ids.values < len(self._pieces)
+        return ids.with_values(
+            tf.where(known, ids.values, tf.constant(UNK_ID, tf.int32)))
 
     @tf.function(autograph=False)
     def detokenize(self, ids):
@@ -207,5 +223,12 @@ def _checked_pieces(model_proto: bytes) -> list[str]:
             "`model_proto` must have pad_id=0, unk_id=1, bos_id=2, "
             f"eos_id=3. Received: model_proto with (pad_id, unk_id, "
             f"bos_id, eos_id)={ids}"
+        )
+    size = model_vocab_size(model_proto)
+    if size <= len(RESERVED_TOKENS):
+        raise ValueError(
+            "`model_proto` must give more token ids than the reserved ones "
+            f"(trainer_spec.vocab_size > {len(RESERVED_TOKENS)} when set). "
+            f"Received: model_proto with vocab_size={size}"
         )
     return pieces

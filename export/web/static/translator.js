@@ -12,6 +12,9 @@
  *
  * - a source longer than `max_source_tokens` tokens is truncated to its
  *   first `max_source_tokens`, then `[END]` is added;
+ * - a SentencePiece id at or above the manifest's `source_vocab_size` is
+ *   read as `[UNK]` (`knownTokenId`: an imported Marian model keeps
+ *   pieces beyond the model's ids so that text segments as in Marian);
  * - a batch is padded with `[PAD]` to its longest source (the output limit,
  *   source + 50 tokens, follows the longest source of the batch, as in
  *   Python: translate the same batches to get the same outputs);
@@ -265,7 +268,8 @@ export class Translator {
     checkTexts(texts, this.maxTextLength);
     const m = this.manifest;
     const rows = texts.map((text) => [
-      ...Array.from(this._source.encode(text)).slice(0, m.max_source_tokens),
+      ...Array.from(this._source.encode(text), (id) => knownTokenId(id, m))
+        .slice(0, m.max_source_tokens),
       m.end_id]);
     const width = Math.max(0, ...rows.map((row) => row.length));
     return rows.map((row) => row.concat(
@@ -341,6 +345,13 @@ export class Translator {
     this._source.dispose();
     if (this._target !== this._source) this._target.dispose();
   }
+}
+
+/** A source tokenizer id as the model reads it: `[UNK]` at or above the
+ *  manifest's `source_vocab_size` (keras_transformer.contract
+ *  .known_token_ids). */
+export function knownTokenId(id, manifest) {
+  return id < (manifest.source_vocab_size ?? Infinity) ? id : manifest.unk_id;
 }
 
 /** The `Tokenizer` class of @mlc-ai/web-tokenizers, imported as `module`:
