@@ -12,7 +12,9 @@ from typing import Any
 
 from keras_transformer.checks import check_fields
 
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "swish")
+# Feature orders of the sinusoidal table (`layers.positional`).
+POSITIONAL_LAYOUTS = ("interleaved", "split")
 # Learning-rate schedules (`training.schedule`): the paper's eq. 3, or a
 # linear warm-up and a linear decay to zero over the steps a run plans.
 SCHEDULES = ("paper", "linear")
@@ -66,8 +68,10 @@ class TransformerConfig:
             pre-softmax projection (section 3.4). Defaults to True.
         norm_first: bool, pre-norm residual blocks instead of the paper's
             post-norm `LayerNorm(x + Sublayer(x))`. Defaults to False.
-        activation: str, "relu" (the paper) or "gelu" in the feed-forward
-            network.
+        activation: str, the feed-forward network's activation: "relu"
+            (the paper and the default), "gelu" or "swish" (SiLU,
+            x * sigmoid(x): Hugging Face's "swish"/"silu", which imported
+            Marian / OPUS-MT models use).
         layer_norm_epsilon: float, epsilon of every LayerNorm.
         copy_attention: bool, a pointer-generator output (See et al., 2017,
             section 2.2; `layers.PointerGenerator`): each target token is
@@ -83,6 +87,34 @@ class TransformerConfig:
             attention, having copied x_i, finds x_{i+1} in one attention
             instead of garbling a many-piece name. Not in the paper;
             defaults to False (on in the "summarization" preset).
+        positional_layout: str, the feature order of the sinusoidal
+            positional encoding (section 3.5), with angles
+            a(pos, i) = pos / 10000^(2i / d_model): "interleaved" (the
+            paper and the default: PE(pos, 2i) = sin(a),
+            PE(pos, 2i + 1) = cos(a)) or "split" (the first d_model / 2
+            features sin(a), the last d_model / 2 cos(a): the table of
+            Hugging Face's Marian models, for imported Marian / OPUS-MT
+            checkpoints).
+        scale_embeddings: bool, multiply the source and target embeddings
+            by sqrt(d_model) (section 3.4). Defaults to True (the paper);
+            False for imported Marian models whose config has
+            `scale_embedding=False`.
+        output_bias: bool, add a bias (V_target,) to the logits
+            (`layers.OutputBias`), tied projection or not. The paper's
+            tied projection has none; the bias is a non-trainable weight,
+            zeros until set: it holds Hugging Face Marian's
+            `final_logits_bias` buffer (not trained there either) for
+            imported models. Defaults to False.
+        suppress_reserved: bool, the searches never produce [PAD] (id 0)
+            or [START] (id 2): `Transformer.decode_step` sets their float32
+            logits to -1e9, so every search (Keras greedy and beam, the
+            SavedModel, ONNX, CTranslate2) renormalizes over the other
+            tokens. For imported Marian models, whose pad row serves as
+            both ids and which ban it in generation (`bad_words_ids`).
+            The teacher-forced output of `model(...)`, and so training and
+            the loss, are unchanged. With `copy_attention` the step's
+            log P is suppressed the same way. Defaults to False (the
+            paper suppresses nothing).
     """
 
     source_vocab_size: int = 37000
@@ -108,6 +140,10 @@ class TransformerConfig:
     task: str = "translation"
     copy_attention: bool = False
     previous_source_token: bool = False
+    positional_layout: str = "interleaved"
+    scale_embeddings: bool = True
+    output_bias: bool = False
+    suppress_reserved: bool = False
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -184,6 +220,10 @@ class TransformerConfig:
                 f"`activation` must be one of {ACTIVATIONS}. "
                 f"Received: activation={self.activation!r}"
             )
+        if self.positional_layout not in POSITIONAL_LAYOUTS:
+            raise ValueError(
+                f"`positional_layout` must be one of {POSITIONAL_LAYOUTS}. "
+                f"Received: positional_layout={self.positional_layout!r}")
         if self.layer_norm_epsilon <= 0:
             raise ValueError(
                 "`layer_norm_epsilon` must be positive. "

@@ -17,6 +17,7 @@ a layer up by name.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_transformer import masks
@@ -24,11 +25,13 @@ from keras_transformer.config import TransformerConfig
 from keras_transformer.layers import (
     Decoder,
     Encoder,
+    OutputBias,
     PointerGenerator,
     PreviousTokenProjection,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
+from keras_transformer.text.special_tokens import PAD_ID, START_ID
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -61,6 +64,8 @@ class Transformer(keras.Model):
         encoder: `Encoder`. decoder: `Decoder`.
         output_projection: `keras.layers.Dense`, or None when the
             projection is tied to the target embedding (§3.4).
+        output_bias: `OutputBias` (its non-trainable `bias` (V_target,)
+            added to the logits) with `config.output_bias`, else None.
         pointer_generator: `PointerGenerator` with
             `config.copy_attention`, else None.
         previous_token: `PreviousTokenProjection` with
@@ -85,17 +90,21 @@ class Transformer(keras.Model):
         # === Parts ===
         if config.share_embeddings:
             self.source_embedding = self.target_embedding = TokenEmbedding(
-                config.target_vocab_size, config.d_model, dtype=dtype,
+                config.target_vocab_size, config.d_model,
+                scale=config.scale_embeddings, dtype=dtype,
                 name="shared_embedding")
         else:
             self.source_embedding = TokenEmbedding(
-                config.source_vocab_size, config.d_model, dtype=dtype,
+                config.source_vocab_size, config.d_model,
+                scale=config.scale_embeddings, dtype=dtype,
                 name="source_embedding")
             self.target_embedding = TokenEmbedding(
-                config.target_vocab_size, config.d_model, dtype=dtype,
+                config.target_vocab_size, config.d_model,
+                scale=config.scale_embeddings, dtype=dtype,
                 name="target_embedding")
         self.positional_encoding = SinusoidalPositionalEncoding(
-            config.max_length, dtype=dtype, name="positional_encoding")
+            config.max_length, layout=config.positional_layout, dtype=dtype,
+            name="positional_encoding")
         stack_arguments = dict(
             num_layers=config.num_layers, num_heads=config.num_heads,
             d_ff=config.d_ff, dropout_rate=config.dropout_rate,
@@ -113,6 +122,10 @@ class Transformer(keras.Model):
             self.output_projection = keras.layers.Dense(
                 config.target_vocab_size, dtype=dtype,
                 name="output_projection")
+        self.output_bias = None
+        if config.output_bias:
+            self.output_bias = OutputBias(
+                config.target_vocab_size, dtype=dtype, name="output_bias")
         self.previous_token = None
         if config.previous_source_token:
             self.previous_token = PreviousTokenProjection(
@@ -178,10 +191,11 @@ class Transformer(keras.Model):
         """Decoder outputs to logits: (..., D) -> (..., V_target) (§3.4).
 
         The output projection, or the target embedding's transpose when
-        `config.tie_output_projection`. The logits are in the layers'
-        compute dtype (float16 under "mixed_float16"): the model's output
-        and `decode_step` cast them to float32, as a caller should before
-        a softmax.
+        `config.tie_output_projection`, then `output_bias` with
+        `config.output_bias`. The logits are in the layers' compute dtype
+        (float16 under "mixed_float16"): the model's output and
+        `decode_step` cast them to float32, as a caller should before a
+        softmax.
 
         Args:
             hidden: (..., D), the decoder's output.
@@ -190,8 +204,29 @@ class Transformer(keras.Model):
             Logits (..., V_target).
         """
         if self.output_projection is None:
-            return self.target_embedding(hidden, reverse=True)
-        return self.output_projection(hidden)
+            logits = self.target_embedding(hidden, reverse=True)
+        else:
+            logits = self.output_projection(hidden)
+        if self.output_bias is not None:
+            logits = self.output_bias(logits)
+        return logits
+
+    def suppress_reserved(self, logits):
+        """float32 logits (..., V) with [PAD] and [START] at -1e9 when
+        `config.suppress_reserved` (what a search step outputs), else
+        unchanged.
+
+        A large finite value rather than -inf: a search's log-softmax then
+        renormalizes over the other tokens, and no -inf reaches the
+        arithmetic of an exported graph (tf2onnx writes a select as
+        products).
+        """
+        if not self.config.suppress_reserved:
+            return logits
+        vocabulary_size = self.config.target_vocab_size
+        reserved = np.zeros((vocabulary_size,), bool)
+        reserved[[PAD_ID, START_ID]] = True
+        return ops.where(reserved, ops.cast(-1e9, logits.dtype), logits)
 
     def get_config(self):
         return {"config": self.config.to_dict(),
@@ -279,7 +314,9 @@ class Transformer(keras.Model):
 
         Returns:
             `(logits float32 (B, V), cache)`; with `config.copy_attention`
-            the logits are log P, as the model's output.
+            the logits are log P, as the model's output. With
+            `config.suppress_reserved` [PAD] and [START] are at -1e9
+            (`suppress_reserved`), which the teacher-forced output is not.
         """
         embedded = self.target_embedding(ops.expand_dims(ids, 1))
         hidden = self.positional_encoding(embedded, start_index=index)
@@ -287,13 +324,13 @@ class Transformer(keras.Model):
             hidden, cache = self.decoder.decode_step(hidden, index, cache,
                                                      context)
             logits = self.project(hidden[:, 0])  # (B, D) -> (B, V)
-            return ops.cast(logits, "float32"), cache
+            return self.suppress_reserved(ops.cast(logits, "float32")), cache
         hidden, cache, weights = self.decoder.decode_step(
             hidden, index, cache, context, return_attention_scores=True)
         logits = ops.expand_dims(self.project(hidden[:, 0]), 1)  # (B, 1, V)
         log_probs = self.pointer_generator(logits, hidden, embedded, weights,
                                            context["source_ids"])
-        return log_probs[:, 0], cache
+        return self.suppress_reserved(log_probs[:, 0]), cache
 
     def cross_attention_weights(self, encoder_inputs, decoder_inputs):
         """Last decoder layer's cross-attention (B, H, T, S), teacher forced.

@@ -59,6 +59,12 @@ def test_unknown_preset_lists_the_known_ones():
     (dict(target_vocab_size=3, source_vocab_size=3),
      "`source_vocab_size`"),
     (dict(norm_first="no"), "`norm_first`"),
+    (dict(activation="silu"), "`activation`.*'swish'.*silu"),
+    (dict(positional_layout="concatenated"),
+     "`positional_layout`.*positional_layout='concatenated'"),
+    (dict(scale_embeddings="yes"), "`scale_embeddings`.*'yes'"),
+    (dict(output_bias=1), "`output_bias`.*output_bias=1"),
+    (dict(suppress_reserved=None), "`suppress_reserved`"),
 ])
 def test_validation(overrides, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
@@ -68,3 +74,32 @@ def test_validation(overrides, pattern):
 def test_unknown_field_in_dict():
     with pytest.raises(ValueError, match="num_layer"):
         TransformerConfig.from_dict({"num_layer": 3})
+
+
+def test_marian_options_default_to_the_paper():
+    config = TransformerConfig()
+    assert (config.positional_layout, config.scale_embeddings,
+            config.output_bias, config.suppress_reserved) == (
+                "interleaved", True, False, False)
+    marian = TransformerConfig(
+        activation="swish", positional_layout="split",
+        scale_embeddings=False, output_bias=True, suppress_reserved=True,
+        layer_norm_epsilon=1e-5)
+    assert TransformerConfig.from_json(marian.to_json()) == marian
+
+
+def test_dict_without_the_new_keys_loads_with_defaults():
+    # A config.json written before the options existed.
+    old = TransformerConfig.from_preset("tiny").to_dict()
+    for name in ("positional_layout", "scale_embeddings", "output_bias",
+                 "suppress_reserved"):
+        del old[name]
+    assert TransformerConfig.from_dict(old) == TransformerConfig.from_preset(
+        "tiny")
+
+
+def test_suppress_reserved_goes_with_copy_attention():
+    # decode_step suppresses the pointer-generator's log P the same way.
+    config = TransformerConfig.from_preset("summarization",
+                                           suppress_reserved=True)
+    assert config.copy_attention and config.suppress_reserved

@@ -23,7 +23,7 @@ CASES = {
         {}, (B, T, D), 4),
     "positional": (
         layers.SinusoidalPositionalEncoding,
-        dict(max_length=11),
+        dict(max_length=11, layout="split"),
         lambda r: [r.normal(size=(B, T, D))], {}, (B, T, D), 0),
     "embedding": (
         layers.TokenEmbedding,
@@ -34,6 +34,10 @@ CASES = {
         layers.PositionwiseFeedForward,
         dict(d_ff=6, activation="gelu", dropout_rate=0.2),
         lambda r: [r.normal(size=(B, T, D))], {}, (B, T, D), 4),
+    "output_bias": (
+        layers.OutputBias,
+        dict(vocabulary_size=D),
+        lambda r: [r.normal(size=(B, T, D))], {}, (B, T, D), 0),
     "residual": (
         layers.ResidualNorm,
         dict(dropout_rate=0.3, epsilon=1e-5),
@@ -63,6 +67,9 @@ CASES = {
 }
 
 BASE_CONFIG_KEYS = {"name", "trainable", "dtype"}
+# Non-trainable weights of a case (none unless listed): training leaves
+# them as they are.
+NON_TRAINABLE_WEIGHTS = {"output_bias": 1}
 
 
 def _cast(inputs):
@@ -79,7 +86,8 @@ def test_layer(case, rng):
     layer = cls(**init_kwargs)
     layer.build(*[x.shape for x in inputs])
     assert len(layer.trainable_weights) == num_weights
-    assert len(layer.non_trainable_weights) == 0
+    assert len(layer.non_trainable_weights) == NON_TRAINABLE_WEIGHTS.get(
+        case, 0)
 
     # Symbolic call.
     symbolic = [keras.Input(x.shape[1:], dtype=x.dtype) for x in inputs]
@@ -103,12 +111,16 @@ def test_layer(case, rng):
     model = keras.Model(symbolic, output)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    fixed = [keras.ops.convert_to_numpy(w)
+             for w in model.non_trainable_weights]
     history = model.fit(inputs, rng.normal(size=out_shape), batch_size=B,
                         epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     assert len(after) == num_weights
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    for a, b in zip(fixed, model.non_trainable_weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -162,3 +174,49 @@ def test_decoder_from_its_public_steps(norm_first, rng):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(decoder.finish(hidden)),
         keras.ops.convert_to_numpy(expected), atol=1e-5)
+
+
+def _numpy(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+def test_swish_feed_forward_equals_numpy(rng):
+    # FFN(x) = swish(x W1 + b1) W2 + b2, swish(h) = h * sigmoid(h) (SiLU,
+    # Hugging Face Marian's "swish").
+    ffn = layers.PositionwiseFeedForward(d_ff=6, activation="swish")
+    x = rng.normal(size=(B, T, D)).astype("float32")
+    got = _numpy(ffn(x))
+    inner = x @ _numpy(ffn.inner_dense.kernel) + _numpy(ffn.inner_dense.bias)
+    inner = inner / (1.0 + np.exp(-inner))
+    expected = (inner @ _numpy(ffn.output_dense.kernel)
+                + _numpy(ffn.output_dense.bias))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    relu = layers.PositionwiseFeedForward(d_ff=6)
+    relu.build(x.shape)
+    relu.set_weights(ffn.get_weights())
+    assert np.abs(_numpy(relu(x)) - got).max() > 1e-3
+
+
+def test_output_bias_adds_its_weight(rng):
+    layer = layers.OutputBias(vocabulary_size=D)
+    x = rng.normal(size=(B, T, D)).astype("float32")
+    # Zeros until assigned: a new layer is the identity.
+    np.testing.assert_array_equal(_numpy(layer(x)), x)
+    bias = rng.normal(size=D).astype("float32")
+    layer.bias.assign(bias)
+    np.testing.assert_array_equal(_numpy(layer(x)), x + bias)
+    assert layer.bias.path.endswith("bias")
+    assert not layer.bias.trainable and not layer.trainable_weights
+
+
+def test_output_bias_checks_its_arguments():
+    with pytest.raises(ValueError, match="`vocabulary_size`"):
+        layers.OutputBias(vocabulary_size=0)
+    with pytest.raises(ValueError, match="`vocabulary_size`"):
+        layers.OutputBias(vocabulary_size=5)(np.zeros((1, 2, 4), "float32"))
+
+
+def test_swish_is_checked_by_name():
+    layers.EncoderLayer(num_heads=2, d_ff=6, activation="swish")
+    with pytest.raises(ValueError, match="`activation`.*silu"):
+        layers.PositionwiseFeedForward(d_ff=6, activation="silu")

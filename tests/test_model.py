@@ -30,6 +30,10 @@ VARIANTS = {
     "paper": dict(share_embeddings=True, tie_output_projection=True),
     "separate": dict(share_embeddings=False, tie_output_projection=False),
     "pre_norm_gelu": dict(norm_first=True, activation="gelu"),
+    # The options of imported Marian models (tests/test_model_options.py).
+    "marian": dict(activation="swish", positional_layout="split",
+                   scale_embeddings=False, output_bias=True,
+                   suppress_reserved=True, layer_norm_epsilon=1e-5),
 }
 
 
@@ -161,10 +165,14 @@ def test_named_parts(variant):
     assert shared == config.share_embeddings
     tied = model.output_projection is None
     assert tied == config.tie_output_projection
+    assert (model.output_bias is None) == (not config.output_bias)
+    assert model.positional_encoding.layout == config.positional_layout
+    assert model.target_embedding.scale == config.scale_embeddings
     # The parts are the model's own layers, holding all of its weights.
     own = {id(w) for layer in (model.source_embedding,
                                model.target_embedding, model.encoder,
-                               model.decoder, model.output_projection)
+                               model.decoder, model.output_projection,
+                               model.output_bias)
            if layer is not None for w in layer.weights}
     assert own == {id(w) for w in model.weights}
 

@@ -5,14 +5,19 @@ Transformers in C++ with fused kernels and optional int8 weights. This
 module fills a `ctranslate2.specs.TransformerSpec` from the Keras weights of
 a model made by `build_transformer`:
 
-- post-norm (the paper) or pre-norm blocks, the FFN activation and the
-  LayerNorm epsilon of the model;
-- embeddings multiplied by sqrt(d_model) (section 3.4);
-- the model's own sinusoidal table, sine and cosine interleaved as in the
-  paper (section 3.5), written out explicitly so that CTranslate2 does not
-  use its built-in table (which concatenates them);
+- post-norm (the paper) or pre-norm blocks, the FFN activation (ReLU,
+  GELU or swish) and the LayerNorm epsilon of the model;
+- embeddings multiplied by sqrt(d_model) (section 3.4), or not
+  (`scale_embeddings=False`);
+- the model's own sinusoidal table, whatever its layout (sine and cosine
+  interleaved as in the paper, section 3.5, or split as Marian's), written
+  out explicitly so that CTranslate2 does not use its built-in table
+  (which concatenates them);
 - the output projection tied to the target embedding (CTranslate2 stores
-  the shared matrix once, as an alias);
+  the shared matrix once, as an alias), with the model's `output_bias` as
+  the projection's bias; with `suppress_reserved`, [PAD] and [START] get
+  a bias of -1e9 (`SUPPRESSED_BIAS`), so CTranslate2 never produces them,
+  as every search of the model;
 - the vocabularies as token strings (the SentencePiece pieces), with
   `[START]`, `[END]` and `[UNK]` as its bos, eos and unk tokens; the
   sources carry their own `[END]`, as the `Translator` feeds them.
@@ -55,7 +60,11 @@ from keras_transformer.export.ctranslate2.verify import (  # noqa: F401
 from keras_transformer.text import special_tokens as special
 
 QUANTIZATIONS = (None, "int8")
-_ACTIVATIONS = {"relu": "RELU", "gelu": "GELU"}
+_ACTIVATIONS = {"relu": "RELU", "gelu": "GELU", "swish": "SWISH"}
+# `suppress_reserved`: the logit bias of [PAD] and [START], so that
+# CTranslate2 never produces them and renormalizes over the other tokens,
+# as `Transformer.decode_step` does with its -1e9 logits.
+SUPPRESSED_BIAS = -1e9
 
 
 def _array(variable):
@@ -109,6 +118,25 @@ def _feed_forward(spec, layer):
     _linear(spec.linear_0, layer.feed_forward.inner_dense)
     _linear(spec.linear_1, layer.feed_forward.output_dense)
     _layer_norm(spec.layer_norm, layer.feed_forward_residual)
+
+
+def _projection_bias(model):
+    """The logits bias (V,): the Dense projection's, the `output_bias`,
+    and -1e9 at [PAD] and [START] with `suppress_reserved`; or None."""
+    config = model.config
+    projection = model.output_projection
+    parts = []
+    if projection is not None and projection.bias is not None:
+        parts.append(_array(projection.bias))
+    if model.output_bias is not None:
+        parts.append(_array(model.output_bias.bias))
+    if config.suppress_reserved:
+        suppressed = np.zeros((config.target_vocab_size,), np.float32)
+        suppressed[[special.PAD_ID, special.START_ID]] = SUPPRESSED_BIAS
+        parts.append(suppressed)
+    if not parts:
+        return None
+    return np.ascontiguousarray(np.sum(parts, axis=0, dtype=np.float32))
 
 
 def _check_vocabulary(name, vocabulary, size):
@@ -219,6 +247,9 @@ def build_spec(model, source_vocabulary, target_vocabulary,
         spec.decoder.projection.weight = _array(target_embedding.embeddings)
     else:
         _linear(spec.decoder.projection, projection)
+    bias = _projection_bias(model)
+    if bias is not None:
+        spec.decoder.projection.bias = bias
 
     spec.config.layer_norm_epsilon = float(encoder.layer_norm_epsilon)
     spec.config.bos_token = bos

@@ -140,7 +140,10 @@ def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
     Scores each target row (cut at its first `[END]` or padding and to
     the positional table, then `[END]` appended, as CTranslate2's
     `score_batch` does) with both runtimes; unlike a comparison of decoded
-    ids this is not sensitive to near-ties between tokens.
+    ids this is not sensitive to near-ties between tokens. With
+    `config.suppress_reserved` both sides are distributions over the
+    tokens other than [PAD] and [START] (the model's logits suppressed as
+    `Transformer.decode_step` does), so they compare like with like.
     """
     limit = model.config.max_length  # [START] + tokens fit the table.
     rows = []
@@ -157,7 +160,12 @@ def max_log_prob_difference(model_dir: str, model, source_ids, target_ids,
     logits = model({"encoder_inputs": tf.constant(source_ids, tf.int32),
                     "decoder_inputs": tf.constant(decoder_inputs)},
                    training=False)
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+    # With `suppress_reserved` the converted projection's bias holds -1e9 at
+    # [PAD] and [START] (`convert.SUPPRESSED_BIAS`), so CTranslate2 scores
+    # over the other tokens; the model's teacher-forced logits keep them,
+    # so they are suppressed here as in `decode_step` (renormalized).
+    log_probs = tf.nn.log_softmax(
+        model.suppress_reserved(tf.cast(logits, tf.float32))).numpy()
     keras_scores = np.take_along_axis(log_probs, labels[..., None],
                                       axis=-1)[..., 0]
     scored = runtime.load_translator(model_dir, compute_type).score_batch(

@@ -18,11 +18,13 @@ an ONNX Loop. It calls two graphs traced from the model's own layers:
   beams itself).
 
 Both use the formulas of `Transformer.decode_step` with a concatenated
-cache instead of the fixed one. Around the op, two small converted
-TensorFlow functions give the Translator's input rules (truncation, the
-id check, the maximum output length, and the source mask: the op's own
-masks left padding only) and output rules ([END] written back, which the
-op leaves out; the empty-input rule; no all-padding columns).
+cache instead of the fixed one (its output bias and, with
+`suppress_reserved`, its -1e9 logits of [PAD] and [START] included).
+Around the op, two small converted TensorFlow functions give the
+Translator's input rules (truncation, the id check, the maximum output
+length, and the source mask: the op's own masks left padding only) and
+output rules ([END] written back, which the op leaves out; the
+empty-input rule; no all-padding columns).
 
 Differences from `beam.onnx`, which is why this file is opt-in: the op
 ranks finished hypotheses by log P / length^alpha, not by the GNMT
@@ -83,7 +85,9 @@ def _step(model, ids, index, past, cross, memory_bias):
         hidden, _ = layer.cross_and_feed_forward(hidden, key, value,
                                                  memory_bias)
     hidden = model.decoder.finish(hidden)
-    return tf.cast(model.project(hidden), tf.float32), present
+    # [PAD] and [START] at -1e9 with `suppress_reserved`, as decode_step.
+    return model.suppress_reserved(
+        tf.cast(model.project(hidden), tf.float32)), present
 
 
 def _subgraph_functions(model):

@@ -4,7 +4,8 @@
 output layer with `TransformerConfig.copy_attention`;
 `PreviousTokenProjection` gives each source position its predecessor's
 embedding (`TransformerConfig.previous_source_token`), so that copying
-continues a span.
+continues a span. `OutputBias` is the fixed logits bias of imported
+Marian models (`TransformerConfig.output_bias`).
 
 The bases the encoder and decoder share, `Block` (one layer) and `Stack`
 (N layers), live in `keras_transformer.layers.stack`.
@@ -18,6 +19,7 @@ from keras_transformer.layers.decoder import Decoder, DecoderLayer
 from keras_transformer.layers.embedding import TokenEmbedding
 from keras_transformer.layers.encoder import Encoder, EncoderLayer
 from keras_transformer.layers.feed_forward import PositionwiseFeedForward
+from keras_transformer.layers.output_bias import OutputBias
 from keras_transformer.layers.pointer_generator import (
     PointerGenerator,
     copy_distribution,
@@ -32,6 +34,7 @@ __all__ = [
     "Encoder",
     "EncoderLayer",
     "MultiHeadAttention",
+    "OutputBias",
     "PointerGenerator",
     "PositionwiseFeedForward",
     "PreviousTokenProjection",

@@ -19,7 +19,7 @@ class EncoderLayer(Block):
         dropout_rate: float, P_drop on each sub-layer output. Defaults to 0.1.
         attention_dropout_rate: float, dropout on attention weights (not in
             the paper). Defaults to 0.0.
-        activation: str, "relu" (the paper) or "gelu".
+        activation: str, "relu" (the paper), "gelu" or "swish".
         norm_first: bool, pre-norm instead of the paper's post-norm.
         layer_norm_epsilon: float. Defaults to 1e-6.
 

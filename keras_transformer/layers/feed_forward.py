@@ -8,7 +8,9 @@ from keras_transformer.checks import (
     check_rate,
 )
 
-ACTIVATIONS = ("relu", "gelu")
+# "swish" is SiLU, x * sigmoid(x): the activation of Hugging Face's Marian
+# models ("swish"/"silu" there), for imported checkpoints.
+ACTIVATIONS = ("relu", "gelu", "swish")
 
 
 @keras.saving.register_keras_serializable(package="keras_transformer")
@@ -16,11 +18,12 @@ class PositionwiseFeedForward(keras.layers.Layer):
     """FFN(x) = max(0, x W1 + b1) W2 + b2, applied at every position (§3.3).
 
     Two Dense layers, d_model -> d_ff -> d_model, with ReLU as in the
-    paper (GELU as an option). Keras masks pass through unchanged.
+    paper (GELU or swish as options). Keras masks pass through unchanged.
 
     Args:
         d_ff: int, the inner width. Defaults to 2048.
-        activation: str, "relu" (the paper) or "gelu".
+        activation: str, "relu" (the paper; the default), "gelu" (exact,
+            erf-based) or "swish" (SiLU, x * sigmoid(x), as Marian).
         dropout_rate: float, dropout on the inner activations. The paper
             applies dropout only to the sub-layer output (see ResidualNorm);
             defaults to 0.0.

@@ -4,20 +4,29 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_transformer.checks import check_positive_int
+from keras_transformer.checks import check_choice, check_positive_int
+
+LAYOUTS = ("interleaved", "split")
 
 
-def sinusoidal_table(max_length: int, d_model: int) -> np.ndarray:
+def sinusoidal_table(max_length: int, d_model: int,
+                     layout: str = "interleaved") -> np.ndarray:
     """The paper's encoding as a float32 array (max_length, d_model).
 
-    PE(pos, 2i) = sin(pos / 10000^(2i / d_model)) and
-    PE(pos, 2i + 1) = cos(pos / 10000^(2i / d_model)): sine and cosine are
-    interleaved along the feature axis, as in the paper (some code bases
-    concatenate them instead; that is a different, permuted encoding).
+    With angles a(pos, i) = pos / 10000^(2i / d_model), i < d_model / 2:
+    "interleaved" (the paper) is PE(pos, 2i) = sin(a(pos, i)) and
+    PE(pos, 2i + 1) = cos(a(pos, i)); "split" (Hugging Face's Marian
+    models) puts the d_model / 2 sines first and the cosines after them,
+    PE(pos, i) = sin(a(pos, i)) and PE(pos, d_model / 2 + i) =
+    cos(a(pos, i)): the same features, permuted.
     """
+    check_choice("layout", layout, LAYOUTS)
     positions = np.arange(max_length, dtype=np.float64)[:, None]
     even = np.arange(0, d_model, 2, dtype=np.float64)[None, :]
     angles = positions / np.power(10000.0, even / d_model)
+    if layout == "split":
+        table = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+        return table.astype(np.float32)
     table = np.zeros((max_length, d_model), dtype=np.float64)
     table[:, 0::2] = np.sin(angles)
     table[:, 1::2] = np.cos(angles)
@@ -29,11 +38,17 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     """Adds the fixed sinusoidal positional encoding to its inputs (§3.5).
 
     The encoding has no weights; it is a constant table of `max_length`
-    rows computed once at build time. Keras masks pass through unchanged.
+    rows computed once at build time (`sinusoidal_table`). Keras masks
+    pass through unchanged.
 
     Args:
         max_length: int, the number of positions covered. A sequence that
             reaches past it raises an error naming `max_length`.
+        layout: str, the order of the sine and cosine features:
+            "interleaved" (the paper's PE(pos, 2i) = sin,
+            PE(pos, 2i + 1) = cos; the default) or "split" (all sines,
+            then all cosines, as Hugging Face's Marian models; for
+            imported checkpoints).
 
     Call arguments:
         inputs: (B, T, D) embeddings; D must be even.
@@ -55,10 +70,12 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         Vaswani et al., "Attention Is All You Need", 2017, section 3.5.
     """
 
-    def __init__(self, max_length=256, **kwargs):
+    def __init__(self, max_length=256, layout="interleaved", **kwargs):
         check_positive_int("max_length", max_length)
+        check_choice("layout", layout, LAYOUTS)
         super().__init__(**kwargs)
         self.max_length = max_length
+        self.layout = layout
         self.supports_masking = True
 
     def build(self, inputs_shape):
@@ -67,7 +84,7 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
             raise ValueError(
                 "The last dimension of the inputs (d_model) must be a known "
                 f"even number. Received: d_model={d_model}")
-        self.table = sinusoidal_table(self.max_length, d_model)
+        self.table = sinusoidal_table(self.max_length, d_model, self.layout)
         self.built = True
 
     def call(self, inputs, start_index=0):
@@ -92,7 +109,8 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"max_length": self.max_length})
+        config.update({"max_length": self.max_length,
+                       "layout": self.layout})
         return config
 
 

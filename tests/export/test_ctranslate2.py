@@ -261,6 +261,12 @@ def _assert_same(got, expected, atol=1e-4):
     {},
     {"norm_first": True, "activation": "gelu",
      "tie_output_projection": False, "share_embeddings": True},
+    # Imported Marian models' options (the output bias zeros here;
+    # tests/export/test_export_options.py sets it).
+    {"activation": "swish", "positional_layout": "split",
+     "scale_embeddings": False, "output_bias": True,
+     "suppress_reserved": True, "layer_norm_epsilon": 1e-5,
+     "tie_output_projection": False},
 ])
 def test_random_model_variants_score_identically(
         overrides, sentencepiece_tokenizers, tmp_path):
