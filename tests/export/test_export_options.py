@@ -132,10 +132,15 @@ def converted(marian_like):
             for mode in ("greedy", "beam")}
 
 
+def _runner(graph):
+    """onnxruntime on the CPU, running `graph`."""
+    return ort.InferenceSession(graph.SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
 def _run(graph, source):
-    session = ort.InferenceSession(graph.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return session.run(["target_ids", "score"], {"source_ids": source})
+    return _runner(graph).run(["target_ids", "score"],
+                              {"source_ids": source})
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam"])
@@ -165,9 +170,7 @@ def test_onnxruntime_beam_search_op_keeps_the_suppression(marian_like):
     translator = marian_like.translator
     source = marian_like.source
     graph = convert_beam_op(translator)
-    session = ort.InferenceSession(graph.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    ids, _ = session.run(["target_ids", "score"], {
+    ids, _ = _runner(graph).run(["target_ids", "score"], {
         "source_ids": source, "length_penalty": np.zeros([1], np.float32)})
     tokens = _generated(ids)
     assert tokens and not set(RESERVED) & set(tokens)
