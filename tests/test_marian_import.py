@@ -291,3 +291,27 @@ def test_bad_sources_are_clear_errors(marian, tmp_path):
     os.remove(folder / "vocab.json")
     with pytest.raises(FileNotFoundError, match="vocab.json"):
         import_marian(str(folder), str(tmp_path / "r3"))
+
+
+def test_imported_run_exports_to_every_format(marian, tmp_path):
+    """SavedModel, ONNX token and text graphs, the web folder (checked
+    in Node.js when its npm files are installed) and CTranslate2: each
+    export's own check against the Translator passes on sentences that
+    hit pieces missing from Marian's vocabulary."""
+    from keras_transformer.export import export_run
+    # Hebrew is a target-side script only: unknown to the source model.
+    texts = SENTENCES[:4] + ["שלום עולם"]
+    report = export_run(marian["run"], str(tmp_path / "all"), "all",
+                        texts=texts)
+    saved_model = report["saved_model"]
+    assert saved_model["identical"] == saved_model["comparisons"] > 0
+    assert set(report["onnx"]["verification"]["agreement"].values()) == {1.0}
+    web = report["web"]
+    if "verification" in web or os.environ.get(
+            "KERAS_TRANSFORMER_REQUIRE_WEB"):
+        identical = web["verification"]["identical"]
+        assert identical == {"beam": len(texts), "greedy": len(texts)}
+    ct2 = export_run(marian["run"], str(tmp_path / "ct2"), "ctranslate2",
+                     texts=texts)
+    assert ct2["ctranslate2"]["identical"] == len(texts)
+    assert ct2["ctranslate2"]["text_identical"] == len(texts)

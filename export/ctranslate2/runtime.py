@@ -57,6 +57,7 @@ from keras_transformer.contract import (
     CTRANSLATE2_MANIFEST,
     DEFAULT_LENGTH_PENALTY,
     gnmt_penalty,
+    known_token_ids,
     output_limit,
     read_manifest,
 )
@@ -244,6 +245,7 @@ class CTranslate2Translator:
         self.no_repeat_ngram_size = int(search.get("no_repeat_ngram_size",
                                                    0))
         self.max_source_tokens = int(self.config["max_source_tokens"])
+        self.source_vocab_size = int(self.config["source_vocab_size"])
         self.max_length = int(self.config["target_limit"])
         self.end_token = self.config["end_token"]
         self.exact_beam = exact_beam
@@ -258,9 +260,17 @@ class CTranslate2Translator:
                                           intra_threads, device)
 
     def source_tokens(self, texts: Sequence[str | bytes]) -> list[list[str]]:
-        """Texts -> source pieces, truncated, then `[END]`."""
-        return [self.source_processor.encode(text, out_type=str)[
-            :self.max_source_tokens] + [self.end_token]
+        """Texts -> source pieces, truncated, then `[END]`.
+
+        Through ids, not piece strings: an id past the model's vocabulary
+        reads as `[UNK]` (`contract.known_token_ids`), and a run of
+        characters the model does not know is `[UNK]` itself, not its
+        surface text (which may happen to be a token of the vocabulary).
+        """
+        processor = self.source_processor
+        return [[processor.id_to_piece(token) for token in known_token_ids(
+            processor.encode(text)[:self.max_source_tokens],
+            self.source_vocab_size)] + [self.end_token]
             for text in check_texts(texts)]
 
     def detokenize(self, tokens: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from keras_transformer.checks import is_int
 from keras_transformer.config import TransformerConfig
 
 logger = logging.getLogger("keras_transformer")
@@ -147,9 +148,9 @@ def _refuse(field: str, value: Any, why: str):
 def _single_id(field: str, value: Any) -> int:
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         _refuse(field, value, "must be one token id")
-    return value
+    return int(value)
 
 
 def marian_spec(values: dict, generation: dict | None = None) -> MarianSpec:

@@ -93,7 +93,8 @@ def read_folder(src) -> dict:
         checkpoint (the weights file's path).
     """
     src = _check_source(src)
-    values = _read_json(_require(src, "config.json"))
+    # Hugging Face names the model's config as the package does.
+    values = _read_json(_require(src, files.CONFIG))
     generation_path = os.path.join(src, "generation_config.json")
     generation = (_read_json(generation_path)
                   if os.path.exists(generation_path) else None)
