@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", required=True,
                        help="the run directory (the same command again "
                             "resumes it)")
+    train.add_argument("--init-from", default=None, metavar="RUN",
+                       help="fine-tune the model of this run directory "
+                            "(e.g. one import-marian wrote): its tokenizers "
+                            "and architecture, only training settings may "
+                            "change")
     train.add_argument("--preset", default=None, choices=tuple(PRESETS),
                        help="model size (default: small, or summarization "
                             "with --task summarization)")
@@ -383,6 +388,7 @@ def _cmd_train(args):
         strategy=get_strategy(args.strategy),
         source_field=args.source_field, target_field=args.target_field,
         precision=args.precision, time_budget=args.time_budget,
+        init_from=args.init_from,
         **_task(args), **_schedule(args), **_overrides(args.set))
     print(f"data: {result.data['read']}; {result.data['length']}")
     print(f"trained run written to {result.run_dir} (precision "

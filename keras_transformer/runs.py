@@ -9,6 +9,7 @@ A run directory (ARCHITECTURE.md) holds everything needed to use a model again;
 import dataclasses
 import logging
 import os
+import shutil
 import time
 
 import keras
@@ -110,6 +111,49 @@ def _check_overrides(preset, overrides) -> TransformerConfig:
     return base
 
 
+# The config fields a fine-tuning run (`train_run(init_from=...)`) may
+# change: how it trains, not what the model is.
+FINE_TUNING_FIELDS = ("dropout_rate", "attention_dropout_rate",
+                      "label_smoothing", "warmup_steps", "schedule",
+                      "learning_rate", "max_source_length",
+                      "max_target_length")
+
+
+def _fine_tuning_source(init_from, preset, overrides) -> RunDirectory:
+    """The run to fine-tune, checked before any slow work."""
+    init = RunDirectory(init_from)
+    init.require(files.MODEL, "a run directory with a model to fine-tune "
+                              "(`init_from`)")
+    init.require(files.TOKENIZER, "a run directory with tokenizers "
+                                  "(`init_from`)")
+    if preset is not None:
+        raise ValueError(
+            "`preset` and `init_from` exclude each other: a fine-tuned "
+            "model keeps the architecture of the run it starts from. "
+            f"Received: preset={preset!r}, init_from={init_from!r}")
+    fixed = sorted(set(overrides) - set(FINE_TUNING_FIELDS))
+    if fixed:
+        raise ValueError(
+            f"With `init_from`, only the training fields "
+            f"{list(FINE_TUNING_FIELDS)} may be overridden; {fixed} are "
+            f"the model's. Received: {overrides}")
+    dataclasses.replace(init.read_config(), **overrides)  # validated
+    return init
+
+
+def _copy_tokenizers(init: RunDirectory, run: RunDirectory) -> None:
+    """The starting run's tokenizer files, once (a resumed run has them).
+    """
+    if run.exists(files.TOKENIZER):
+        return
+    os.makedirs(run.root, exist_ok=True)
+    info = init.read_json(files.TOKENIZER)
+    for key in ("source_model", "target_model"):
+        shutil.copyfile(init.require(info[key]), run.path(info[key]))
+    run.write_json(files.TOKENIZER, dict(info, init_from=os.path.abspath(
+        init.root)))
+
+
 def default_preset(task: str | None) -> str:
     """The preset a task trains with unless one is named."""
     return "summarization" if task == "summarization" else "small"
@@ -128,6 +172,7 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
               target_field: str | None = None,
               precision: str = "auto",
               time_budget: float | None = None,
+              init_from: str | None = None,
               **config_overrides) -> TrainResult:
     """Trains a translator from a corpus specification into `run_dir`.
 
@@ -173,14 +218,24 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
         time_budget: float or None, seconds after which training stops
             (see `training.train`); with `schedule="linear"` the decay is
             planned over the steps the budget allows.
+        init_from: str or None, a run directory to fine-tune (e.g. one
+            `import-marian` wrote): its tokenizers and config are this
+            run's, and training starts from its model.keras. Then `preset`
+            must be None, the vocabulary arguments are unused, and only
+            the training fields of the config (`FINE_TUNING_FIELDS`) may
+            be overridden. None (the default) trains from scratch.
         **config_overrides: TransformerConfig fields to override.
 
     Returns:
         A `TrainResult`.
     """
-    if preset is None:
+    init = None
+    if init_from is not None:
+        init = _fine_tuning_source(init_from, preset, config_overrides)
+    elif preset is None:
         preset = default_preset(config_overrides.get("task"))
-    _check_overrides(preset, config_overrides)  # before any slow work
+    if init is None:
+        _check_overrides(preset, config_overrides)  # before any slow work
     check_choice("precision", precision, PRECISION_CHOICES)
     run = RunDirectory(run_dir)
     precision = resolve_precision(precision, run)
@@ -192,11 +247,16 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
         valid_data = data
     valid = (load_corpus(valid_data, split="validation", **fields)
              if valid_data else None)
-    source_tokenizer, target_tokenizer = _tokenizers(
-        run, corpus, vocab_size, joint_vocabulary, subword_model,
-        vocab_sample)
-    config = make_config(preset, source_tokenizer, target_tokenizer,
-                         joint_vocabulary, **config_overrides)
+    if init is not None:
+        _copy_tokenizers(init, run)
+        source_tokenizer, target_tokenizer = load_tokenizers(run)
+        config = dataclasses.replace(init.read_config(), **config_overrides)
+    else:
+        source_tokenizer, target_tokenizer = _tokenizers(
+            run, corpus, vocab_size, joint_vocabulary, subword_model,
+            vocab_sample)
+        config = make_config(preset, source_tokenizer, target_tokenizer,
+                             joint_vocabulary, **config_overrides)
     run.check_config(config)  # before any slow work; `train` claims it
     if length_policy is None:
         length_policy = ("truncate" if config.task == "summarization"
@@ -225,6 +285,8 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
         "target_vocab_size": target_tokenizer.vocab_size}
     if valid_encoded is not None:
         data_report["validation"] = valid_encoded.stats.summary()
+    if init is not None:
+        data_report["init_from"] = os.path.abspath(init.root)
     run.update_metrics({"data": data_report})
     run.write_samples((valid or corpus).sources)
     logger.info("data: %s", data_report)
@@ -233,7 +295,9 @@ def train_run(data: str, run_dir: str, *, preset: str | None = None,
                        steps_per_epoch=steps_per_epoch,
                        average_last=average_last, strategy=strategy,
                        verbose=verbose, precision=precision,
-                       time_budget=time_budget)
+                       time_budget=time_budget,
+                       initial_weights=(init.path(files.MODEL)
+                                        if init is not None else None))
     return TrainResult(run_dir, config, history, data_report, precision)
 
 

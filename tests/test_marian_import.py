@@ -315,3 +315,54 @@ def test_imported_run_exports_to_every_format(marian, tmp_path):
                      texts=texts)
     assert ct2["ctranslate2"]["identical"] == len(texts)
     assert ct2["ctranslate2"]["text_identical"] == len(texts)
+
+
+def test_fine_tuning_starts_from_the_imported_model(marian, tmp_path):
+    """`train --init-from`: the imported tokenizers and config, training
+    from the imported weights (at a learning rate of 1e-9 they stay
+    where they were; a model trained from scratch would not be near
+    them), then a finished run that translates."""
+    import keras
+
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(
+        f"{source}\t{target}\n" for source, target in [
+            ("The package provides a tool.", "Das Paket bietet ein Werkzeug."),
+            ("This is the documentation.", "Das ist die Dokumentation."),
+            ("Save your changes.", "Speichern Sie Ihre Änderungen."),
+            ("Where is the station?", "Wo ist der Bahnhof?")] * 8),
+        encoding="utf-8")
+    run = str(tmp_path / "tuned")
+    assert cli.main(["train", "--data", str(data), "--run", run,
+                     "--init-from", marian["run"], "--epochs", "1",
+                     "--steps", "3", "--batch-tokens", "256",
+                     "--average-last", "0", "--precision", "float32",
+                     "--learning-rate", "1e-9",
+                     "--set", "dropout_rate=0.0"]) in (0, None)
+    imported = keras.models.load_model(
+        os.path.join(marian["run"], "model.keras"))
+    tuned = keras.models.load_model(os.path.join(run, "model.keras"))
+    worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(imported.weights, tuned.weights))
+    assert worst < 1e-5
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["positional_layout"] == "split"
+    assert config["dropout_rate"] == 0.0
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert metrics["data"]["init_from"] == os.path.abspath(marian["run"])
+    for name in ("source.model", "target.model"):
+        assert open(os.path.join(run, name), "rb").read() == open(
+            os.path.join(marian["run"], name), "rb").read()
+
+
+def test_fine_tuning_keeps_the_architecture(marian, tmp_path):
+    from keras_transformer.runs import train_run
+    with pytest.raises(ValueError, match="d_model"):
+        train_run("bundled", str(tmp_path / "a"), init_from=marian["run"],
+                  d_model=64)
+    with pytest.raises(ValueError, match="preset"):
+        train_run("bundled", str(tmp_path / "b"), init_from=marian["run"],
+                  preset="tiny")
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train_run("bundled", str(tmp_path / "c"),
+                  init_from=str(tmp_path))

@@ -148,6 +148,7 @@ def train(
     verbose: int | str = 0,
     precision: str | None = None,
     time_budget: float | None = None,
+    initial_weights: str | None = None,
 ) -> tuple[keras.Model, dict[str, list]]:
     """Trains a Transformer with `model.fit`, resumably, into `run_dir`.
 
@@ -198,6 +199,11 @@ def train(
         time_budget: float or None, seconds of training (the probe of a
             linear schedule included) after which training stops; see the
             module docstring. None (the default) trains all `epochs`.
+        initial_weights: str or None, a `.keras` model of the same config
+            whose weights the model built from `model_or_config` (a
+            config) starts from: fine-tuning, e.g. of an imported Marian
+            model. A resumed run restores its backup over them. None (the
+            default) starts from the initializers.
 
     Returns:
         `(model, history)`: the trained model (in its training precision)
@@ -253,8 +259,15 @@ def train(
                          seconds_trained=spent)
             run.write_json(files.STATE, state)
         total_steps = state["planned_steps"]
+    if initial_weights is not None and not isinstance(model_or_config,
+                                                      TransformerConfig):
+        raise ValueError(
+            "`initial_weights` applies to a model built from a config; load"
+            " the weights into a given model yourself. Received: "
+            f"initial_weights={initial_weights!r} with a keras.Model")
     model, strategy, precision = _prepare_model(
-        model_or_config, run, strategy, precision, total_steps)
+        model_or_config, run, strategy, precision, total_steps,
+        initial_weights)
     out = RunDirectory(worker_run_dir(run.root, strategy))
     if out.root == run.root:
         run.claim_precision(precision)
@@ -372,7 +385,8 @@ def _probe_step_seconds(config, train_ds, strategy, precision,
     return statistics.fmean(times)
 
 
-def _prepare_model(model_or_config, run, strategy, precision, total_steps):
+def _prepare_model(model_or_config, run, strategy, precision, total_steps,
+                   initial_weights=None):
     """Returns the compiled model, its strategy and its precision."""
     if isinstance(model_or_config, TransformerConfig):
         if model_or_config.schedule == "linear" and total_steps is None:
@@ -386,6 +400,8 @@ def _prepare_model(model_or_config, run, strategy, precision, total_steps):
         strategy = strategy or get_strategy("default")
         with strategy.scope(), dtype_policy(precision):
             model = build_transformer(model_or_config)
+            if initial_weights is not None:
+                model.load_weights(initial_weights)
             compile_transformer(model, model_or_config, total_steps)
         if worker_run_dir(run.root, strategy) == run.root:
             run.claim(model_or_config)
