@@ -1,7 +1,7 @@
 """`import_marian` against Hugging Face's own Marian implementation.
 
 A tiny random MarianMTModel (built here with transformers; nothing is
-downloaded, see tests/marian_folder.py) is imported, then:
+downloaded, see benchmarks/marian_folder.py) is imported, then:
 
 - teacher-forced logits equal MarianMTModel's within 1e-4 (float32);
 - greedy ids equal `generate(num_beams=1)` with its bad-words rule;
@@ -31,7 +31,9 @@ from keras_transformer.text.special_tokens import (  # noqa: E402
     PAD_ID,
     START_ID,
 )
-from tests.marian_folder import make_marian_folder  # noqa: E402
+from keras_transformer.benchmarks.marian_folder import (  # noqa: E402
+    make_marian_folder,
+)  # noqa: E402
 
 SENTENCES = [
     "The package provides a library for parsing configuration files.",
@@ -221,13 +223,20 @@ def test_ctranslate2_converter_gives_the_same_greedy_tokens(
     assert len(seen) > 3  # the outputs are not all one token
 
 
-def test_cli_imports_and_translates(marian, tmp_path, capsys):
+def test_cli_imports_and_translates(marian, marian_translator, tmp_path,
+                                    capsys):
     run = str(tmp_path / "cli_run")
     assert cli.main(["import-marian", marian["folder"], "--run", run,
                      "--check", "no"]) in (0, None)
     printed = json.loads(capsys.readouterr().out)
     assert printed["check"] == "not checked: check=False"
     assert os.path.exists(os.path.join(run, "model.keras"))
+    assert cli.main(["translate", "--run", run, "--greedy",
+                     SENTENCES[0]]) in (0, None)
+    translation = capsys.readouterr().out.strip()
+    expected = marian_translator.translate_greedy(
+        np.asarray([SENTENCES[0]], object))["translation"].numpy()[0]
+    assert translation == expected.decode("utf-8") and translation
     with pytest.raises(FileExistsError, match="run_dir"):
         import_marian(marian["folder"], run, check=False)
 
@@ -366,3 +375,27 @@ def test_fine_tuning_keeps_the_architecture(marian, tmp_path):
     with pytest.raises(FileNotFoundError, match="init_from"):
         train_run("bundled", str(tmp_path / "c"),
                   init_from=str(tmp_path))
+
+
+def test_pytorch_checkpoint_reads_like_safetensors(marian, tmp_path):
+    """An older folder's pytorch_model.bin (read with torch.load,
+    weights_only) gives the same tensors as model.safetensors."""
+    from keras_transformer.marian.weights import (
+        checkpoint_file,
+        read_checkpoint,
+    )
+    folder = tmp_path / "bin"
+    shutil.copytree(marian["folder"], folder)
+    expected = read_checkpoint(str(folder / "model.safetensors"))
+    torch.save(marian["model"].state_dict(), folder / "pytorch_model.bin")
+    os.remove(folder / "model.safetensors")
+    path = checkpoint_file(str(folder))
+    assert path.endswith("pytorch_model.bin")
+    got = read_checkpoint(path)
+    assert set(expected) <= set(got)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value)
+    # Its stored sinusoidal tables are checked against the package's.
+    report = import_marian(str(folder), str(tmp_path / "run"), check=False)
+    assert report["checkpoint"] == "pytorch_model.bin"
+    assert report["position_table_difference"] < 1e-5

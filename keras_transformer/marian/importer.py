@@ -12,6 +12,7 @@ saying how to download it first).
 """
 
 import json
+import logging
 import os
 import time
 
@@ -30,6 +31,8 @@ from keras_transformer.marian.weights import (
 )
 from keras_transformer.run_directory import RunDirectory
 from keras_transformer.text.special_tokens import END_ID, START_ID
+
+logger = logging.getLogger("keras_transformer")
 
 # Sentences the self-check and the export checks (samples.txt) read: any
 # source language tokenizes them, and they cover several scripts.
@@ -118,6 +121,14 @@ def read_folder(src) -> dict:
     if isinstance(unk_token, dict):  # an AddedToken's serialized form
         unk_token = unk_token.get("content", "<unk>")
     order = marian_order(vocab, spec.pad_id, spec.eos_id, unk_token)
+    codes = sorted(token for token in vocab
+                   if token.startswith(">>") and token.endswith("<<"))
+    if codes:
+        logger.warning(
+            "This Marian model has %d target-language codes (%s ...): "
+            "the package's tokenizers do not read a leading `>>xx<<` as "
+            "one token as MarianTokenizer does; sources with a code are "
+            "tokenized differently.", len(codes), ", ".join(codes[:3]))
     spms = {}
     for side in ("source", "target"):
         with open(_require(src, f"{side}.spm"), "rb") as file:
@@ -125,7 +136,7 @@ def read_folder(src) -> dict:
     return {"src": src, "spec": spec, "vocab": vocab, "order": order,
             "vocabulary": package_vocabulary(vocab, order),
             "source_spm": spms["source"], "target_spm": spms["target"],
-            "checkpoint": checkpoint_file(src)}
+            "checkpoint": checkpoint_file(src), "language_codes": codes}
 
 
 def import_marian(src, run_dir, *, check: bool | None = None,
@@ -218,6 +229,7 @@ def import_marian(src, run_dir, *, check: bool | None = None,
         "tensors": weights["tensors"],
         "position_table_difference": weights["position_table_difference"],
         "fields": spec.report,
+        "language_codes": len(folder["language_codes"]),
         "seconds": None,
     }
     if check:

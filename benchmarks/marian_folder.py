@@ -1,4 +1,5 @@
-"""Tiny Hugging Face Marian folders, made locally for the import tests.
+"""Random Hugging Face Marian folders, made locally: the import's tests
+(tiny) and its benchmark (OPUS-MT's shapes).
 
 `make_marian_folder` learns two SentencePiece models (SentencePiece's
 default special pieces, as OPUS-MT's are) on the bundled corpus, builds a
@@ -58,8 +59,18 @@ def marian_vocab(source_proto, target_proto, dropped=DROPPED_PIECES):
 
 def make_marian_folder(path, *, d_model=32, layers=2, heads=4, d_ff=64,
                        vocab_size=300, activation="swish",
-                       scale_embedding=True, seed=0, config_overrides=None):
-    """Writes a random Marian folder at `path`; returns (path, info)."""
+                       scale_embedding=True, seed=0, config_overrides=None,
+                       total_vocab=None, max_positions=128,
+                       randomize=True):
+    """Writes a random Marian folder at `path`; returns (path, info).
+
+    `vocab_size` is each SentencePiece model's; `total_vocab` pads
+    vocab.json with unused filler tokens to that many entries (OPUS-MT's
+    en-de has 58,101), None keeps the pieces only. With `seed` the folder
+    is the same every time. `randomize` replaces Hugging Face's
+    initialization (biases and LayerNorms constant) by random values
+    everywhere, so that every tensor's mapping counts in a test.
+    """
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
@@ -72,6 +83,11 @@ def make_marian_folder(path, *, d_model=32, layers=2, heads=4, d_ff=64,
     source_proto = _learn(sources, vocab_size)
     target_proto = _learn(targets, vocab_size)
     vocab, left_out = marian_vocab(source_proto, target_proto)
+    if total_vocab is not None:
+        del vocab["<pad>"]
+        for index in range(total_vocab - 1 - len(vocab)):
+            vocab[f"<filler_{index}>"] = len(vocab)
+        vocab["<pad>"] = len(vocab)
     os.makedirs(path, exist_ok=True)
     for name, proto in (("source.spm", source_proto),
                         ("target.spm", target_proto)):
@@ -90,7 +106,8 @@ def make_marian_folder(path, *, d_model=32, layers=2, heads=4, d_ff=64,
         d_model=d_model, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads,
         encoder_ffn_dim=d_ff, decoder_ffn_dim=d_ff,
-        max_position_embeddings=128, activation_function=activation,
+        max_position_embeddings=max_positions,
+        activation_function=activation,
         scale_embedding=scale_embedding, pad_token_id=pad,
         decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=0,
         bad_words_ids=[[pad]], dropout=0.1, attention_dropout=0.0)
@@ -101,7 +118,8 @@ def make_marian_folder(path, *, d_model=32, layers=2, heads=4, d_ff=64,
     # constants; random values make every one of them count in the tests.
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for name, parameter in (model.named_parameters() if randomize
+                                else ()):
             if "embed_positions" in name:
                 continue
             noise = torch.randn(parameter.shape, generator=generator)
@@ -112,9 +130,10 @@ def make_marian_folder(path, *, d_model=32, layers=2, heads=4, d_ff=64,
         # Marian's pad row (the decoder's start) is zero, as in OPUS-MT
         # checkpoints; CTranslate2's converter relies on it.
         model.model.shared.weight[pad].zero_()
-        model.final_logits_bias.copy_(
-            torch.randn(model.final_logits_bias.shape,
-                        generator=generator))
+        if randomize:
+            model.final_logits_bias.copy_(
+                torch.randn(model.final_logits_bias.shape,
+                            generator=generator))
     model.generation_config.bad_words_ids = [[pad]]
     model.save_pretrained(path)
     return path, {"vocab": vocab, "left_out": left_out}
