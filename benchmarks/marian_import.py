@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from keras_transformer.contract import ONNX_GRAPHS
+
 OPUS_MT_EN_DE = dict(d_model=512, layers=6, heads=8, d_ff=2048,
                      total_vocab=58101, max_positions=512, vocab_size=8000)
 
@@ -184,11 +186,11 @@ def main(argv=None):
         "saved_model": _size(os.path.join(base, "saved_model+onnx",
                                           "saved_model")),
         "onnx_greedy": _size(os.path.join(base, "saved_model+onnx", "onnx",
-                                          "greedy.onnx")),
+                                          ONNX_GRAPHS["greedy"])),
         "onnx_beam": _size(os.path.join(base, "saved_model+onnx", "onnx",
-                                        "beam.onnx")),
+                                        ONNX_GRAPHS["beam"])),
         "onnx_int8_greedy": _size(os.path.join(base, "onnx_int8", "onnx",
-                                               "greedy.onnx")),
+                                               ONNX_GRAPHS["greedy"])),
         "web_folder": _size(os.path.join(base, "saved_model+onnx", "web")),
         "ctranslate2": _size(os.path.join(base, "ctranslate2",
                                           "ctranslate2"))}}

@@ -41,6 +41,9 @@ def synthetic_tokenizer(size: int) -> SentencePieceTokenizer:
     for i in range(1, size - len(model.pieces) + 1):
         piece = model.pieces.add()
         piece.piece, piece.score = f"\u2581t{i}", -float(i)
+    # Every piece is a model id (the recorded size limits the ids:
+    # `text.sentencepiece_model.model_vocab_size`).
+    model.trainer_spec.vocab_size = len(model.pieces)
     return SentencePieceTokenizer(model.SerializeToString())
 
 

@@ -127,7 +127,7 @@ def test_help_imports_no_tensorflow_and_is_fast():
     report = json.loads(result.stderr.strip().splitlines()[-1])
     assert set(report["codes"]) == {"", "quickstart", "train", "translate",
                                     "summarize", "evaluate", "export",
-                                    "bench", "serve-web"}
+                                    "bench", "serve-web", "import-marian"}
     assert set(report["codes"].values()) == {0}
     assert report["heavy"] == []
     assert report["seconds"] < 2.0, report
@@ -140,7 +140,8 @@ def test_every_option_has_help():
     subparsers = _subparsers(parser)
     assert set(subparsers.choices) == {"quickstart", "train", "translate",
                                        "summarize", "evaluate", "export",
-                                       "bench", "serve-web"}
+                                       "bench", "serve-web",
+                                       "import-marian"}
     # The subcommand list itself: one help line per command.
     helps = {action.dest: action.help
              for action in subparsers._choices_actions}

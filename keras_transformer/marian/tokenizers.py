@@ -51,6 +51,7 @@ Needs the `sentencepiece` package, not TensorFlow.
 
 from sentencepiece import sentencepiece_model_pb2
 
+from keras_transformer.text.sentencepiece_model import parse_model
 from keras_transformer.text.special_tokens import (
     END_ID,
     PAD_ID,
@@ -125,19 +126,7 @@ def rewrite_sentencepiece(spm_proto: bytes, vocabulary: list[str]) -> bytes:
 
 
 def _parse(spm_proto) -> sentencepiece_model_pb2.ModelProto:
-    if not isinstance(spm_proto, bytes):
-        raise TypeError(
-            "`spm_proto` must be bytes (a serialized SentencePiece model). "
-            f"Received: spm_proto of type {type(spm_proto).__name__}")
-    model = sentencepiece_model_pb2.ModelProto()
-    try:
-        model.ParseFromString(spm_proto)
-    except Exception:  # protobuf's DecodeError differs per backend.
-        model = None
-    if model is None or not model.pieces:
-        raise ValueError(
-            "`spm_proto` must be a serialized SentencePiece model. "
-            f"Received: spm_proto={spm_proto[:40]!r}")
+    model = parse_model(spm_proto, "spm_proto")
     if model.trainer_spec.model_type != _UNIGRAM:
         raise ValueError(
             "`spm_proto` must be a unigram SentencePiece model (a BPE model "

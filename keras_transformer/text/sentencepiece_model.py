@@ -177,7 +177,7 @@ def with_normalization(model_proto: bytes, rule: str) -> bytes:
     if rule not in NORMALIZATION_RULES:
         raise ValueError(f"`rule` must be one of {NORMALIZATION_RULES}. "
                          f"Received: rule={rule!r}")
-    model = _parse(model_proto)
+    model = parse_model(model_proto)
     spec = model.normalizer_spec
     spec.name = rule
     spec.precompiled_charsmap = _charsmap(rule)
@@ -199,7 +199,7 @@ def model_info(model_proto: bytes) -> dict:
         the normalization rule) and `byte_fallback` (bool); plus `pieces`
         (int) when the model holds more pieces than ids.
     """
-    model = _parse(model_proto)
+    model = parse_model(model_proto)
     model_type = model.trainer_spec.model_type
     info = {
         "vocab_size": _vocab_size(model),
@@ -229,7 +229,7 @@ def model_vocab_size(model_proto: bytes) -> int:
     Returns:
         int, the model's vocabulary size.
     """
-    return _vocab_size(_parse(model_proto))
+    return _vocab_size(parse_model(model_proto))
 
 
 def _vocab_size(model: sentencepiece_model_pb2.ModelProto) -> int:
@@ -299,13 +299,15 @@ def _charsmap_of(writer, **options) -> bytes:
         sentence_iterator=iter(["a b"]), model_writer=writer,
         vocab_size=8, hard_vocab_limit=False, model_type="char",
         minloglevel=3, **options)
-    return _parse(writer.getvalue()).normalizer_spec.precompiled_charsmap
+    return parse_model(writer.getvalue()).normalizer_spec.precompiled_charsmap
 
 
-def _parse(model_proto: bytes) -> sentencepiece_model_pb2.ModelProto:
+def parse_model(model_proto: bytes, name: str = "model_proto"
+           ) -> sentencepiece_model_pb2.ModelProto:
+    """The parsed model; errors name the argument `name`."""
     if not isinstance(model_proto, bytes):
-        raise TypeError("`model_proto` must be bytes (a serialized "
-                        "SentencePiece model). Received: model_proto of "
+        raise TypeError(f"`{name}` must be bytes (a serialized "
+                        f"SentencePiece model). Received: {name} of "
                         f"type {type(model_proto).__name__}")
     model = sentencepiece_model_pb2.ModelProto()
     try:
@@ -313,8 +315,8 @@ def _parse(model_proto: bytes) -> sentencepiece_model_pb2.ModelProto:
     except Exception:  # protobuf's DecodeError differs per backend.
         model = None
     if model is None or not model.pieces:
-        raise ValueError("`model_proto` must be a serialized SentencePiece "
-                         f"model. Received: model_proto={model_proto[:40]!r}")
+        raise ValueError(f"`{name}` must be a serialized SentencePiece "
+                         f"model. Received: {name}={model_proto[:40]!r}")
     return model
 
 
