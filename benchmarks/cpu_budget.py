@@ -49,6 +49,9 @@ VARIANTS = {
     "bf16_linear_lr1": {"precision": "mixed_bfloat16", "schedule": "linear",
                         "warmup_steps": 200, "learning_rate": 1e-3,
                         "average_last": 2},
+    # The knob search, dropout: none, as short runs underfit.
+    "recipe_b3k_drop0": {**RECIPE, "batch_tokens": 3000,
+                         "dropout_rate": 0.0},
     "bf16_linear_b3k": {"precision": "mixed_bfloat16", "schedule": "linear",
                         "warmup_steps": 300, "learning_rate": 2e-3,
                         "batch_tokens": 3000, "average_last": 2},
