@@ -22,12 +22,16 @@ def graphs(graph, parents=()):
     """Yields (graph, parents) for `graph` and every subgraph inside it."""
     yield graph, parents
     for node in graph.node:
-        for attribute in node.attribute:
-            subgraphs = list(attribute.graphs)
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                subgraphs.append(attribute.g)
-            for subgraph in subgraphs:
-                yield from graphs(subgraph, parents + (graph,))
+        for subgraph in node_subgraphs(node):
+            yield from graphs(subgraph, parents + (graph,))
+
+
+def node_subgraphs(node):
+    """The graphs held by `node`'s attributes (a Loop's or If's bodies)."""
+    for attribute in node.attribute:
+        yield from attribute.graphs
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
 
 
 class ValueIndex:
@@ -41,14 +45,9 @@ class ValueIndex:
             name for node in graph.node for name in node.input)
         self.uses.update(output.name for output in graph.output)
         for node in graph.node:
-            for attribute in node.attribute:
-                nested = list(attribute.graphs)
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    nested.append(attribute.g)
-                for sub in nested:
-                    for inner, _ in graphs(sub):
-                        self.uses.update(n for x in inner.node
-                                         for n in x.input)
+            for sub in node_subgraphs(node):
+                for inner, _ in graphs(sub):
+                    self.uses.update(n for x in inner.node for n in x.input)
 
     def node(self, name, op_type):
         """The node of `op_type` that produces `name`, or None."""
